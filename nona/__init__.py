@@ -1,0 +1,7 @@
+"""nona: Nearness of Neighbors Attention regression heads and the companion's tools."""
+
+from nona.heads import NONA, DenseHead, Projector
+from nona.softstep import SoftStep
+
+__all__ = ["NONA", "SoftStep", "DenseHead", "Projector"]
+__version__ = "0.1.0"

@@ -1,0 +1,78 @@
+"""Publish a figure: SVG, PDF and PNG files, a JSON sidecar, and a numbered, labelled figure in the page.
+
+Every figure of the book goes through :func:`publish_figure`, which writes
+``build/site/figures/<id>.{svg,pdf,png,json}``. The site build copies
+``build/site`` into the website's root, so each figure has stable download
+URLs ``figures/<id>.svg`` etc. The notebook output is a MyST ``figure``
+directive, so the figure gets a number, a caption and the label ``fig-<id>``
+that any page can reference with ``{numref}`fig-<id>```.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib.figure
+
+from nona.atomic import atomic_path, write_json
+from nona.paths import FIGURE_DIR
+from nona.provenance import current_notebook, git_commit, now
+
+FORMATS = ("svg", "pdf", "png")
+_ID_PATTERN = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+class FigureOutput:
+    """Notebook display of a published figure, rendered by MyST as a numbered figure with downloads."""
+
+    def __init__(self, fig_id: str, caption: str, record: dict) -> None:
+        self.fig_id = fig_id
+        self.caption = caption
+        self.record = record
+
+    def _repr_markdown_(self) -> str:
+        # Executed notebooks live in build/executed/, figures in build/site/figures/;
+        # the site serves build/site at its root, executed pages at build/executed/.
+        image = f"../site/figures/{self.fig_id}.svg"
+        links = " · ".join(f'<a href="../../figures/{self.fig_id}.{ext}" download>{ext.upper()}</a>' for ext in FORMATS)
+        made_by = self.record.get("notebook") or "an interactive session"
+        return (
+            f"```{{figure}} {image}\n:name: fig-{self.fig_id}\n:alt: {self.caption}\n\n"
+            f"{self.caption}\n\n"
+            f'<span class="nona-figure-meta">Download: {links} · made by <code>{made_by}</code> '
+            f"at commit <code>{self.record['commit'][:12]}</code></span>\n```\n"
+        )
+
+
+def publish_figure(fig: matplotlib.figure.Figure, fig_id: str, caption: str) -> FigureOutput:
+    """Save ``fig`` as SVG/PDF/PNG plus a JSON sidecar under ``build/site/figures`` and return its display."""
+    if not _ID_PATTERN.match(fig_id):
+        raise ValueError(f"figure id {fig_id!r} must be lowercase words joined by hyphens, e.g. 'cd-diagram-paper'")
+    if not caption.strip():
+        raise ValueError(f"figure {fig_id!r} needs a caption")
+    for ext in FORMATS:
+        with atomic_path(FIGURE_DIR / f"{fig_id}.{ext}") as tmp:
+            fig.savefig(tmp, format=ext, dpi=200 if ext == "png" else None, bbox_inches="tight")
+    notebook, parameters = current_notebook()
+    record = {
+        "id": fig_id,
+        "caption": caption,
+        "notebook": notebook,
+        "parameters": parameters,
+        "commit": git_commit(),
+        "created": now(),
+        "files": {ext: f"figures/{fig_id}.{ext}" for ext in FORMATS},
+    }
+    write_json(FIGURE_DIR / f"{fig_id}.json", record)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return FigureOutput(fig_id, caption, record)
+
+
+def published_figures(directory: Path = FIGURE_DIR) -> list[dict]:
+    """The sidecar records of every published figure, sorted by id."""
+    import json
+
+    return [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]

@@ -1,0 +1,143 @@
+"""SoftStep: learned attention masks on min-max normalised similarities (paper 000, Algorithm 1).
+
+The mask functions work on normalised similarities ``x`` in [0, 1]:
+
+* ``S1(x; a, b, t)`` is 0 up to the rejection threshold ``a``, 1 from ``b``
+  on, and ``(x-a)^(1/t) / ((x-a)^(1/t) + (b-x)^(1/t))`` in between.
+* ``S2(x; b, t)`` is ``(x/b)^((b-x) t/(1-t))`` below ``b`` and 1 from ``b`` on.
+
+Everything is computed as a log-mask, because the module returns
+``sim + log(mask)`` and a mask of 0 must become ``-inf`` without producing a
+NaN gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+SOFTSTEP_FUNCTIONS = ("s1", "s2")
+PARAM_MODES = ("global", "pointwise")
+
+# Keeps t strictly inside (0, 1): t/(1-t) and 1/t stay finite.
+T_MARGIN = 1e-4
+
+
+def _where_safe(cond: Tensor, value: Tensor, fill: float) -> Tensor:
+    # Replaces entries outside ``cond`` before a log so that the discarded
+    # branch of a later torch.where cannot put NaN into the gradient.
+    return torch.where(cond, value, torch.full_like(value, fill))
+
+
+def log_s1(x: Tensor, a: Tensor, b: Tensor, t: Tensor) -> Tensor:
+    """log S1(x; a, b, t): -inf for x <= a, 0 for x >= b, log of the smooth step between."""
+    inside = (x > a) & (x < b)
+    above = _where_safe(inside, x - a, 1.0)
+    below = _where_safe(inside, b - x, 1.0)
+    # log S1 = -log(1 + ((b-x)/(x-a))^(1/t)) = -softplus((log(b-x) - log(x-a)) / t)
+    transition = -nn.functional.softplus((below.log() - above.log()) / t)
+    rejected = torch.full_like(x, float("-inf"))
+    return torch.where(x <= a, rejected, torch.where(x >= b, torch.zeros_like(x), transition))
+
+
+def log_s2(x: Tensor, b: Tensor, t: Tensor) -> Tensor:
+    """log S2(x; b, t): (b-x) t/(1-t) log(x/b) for x < b, 0 for x >= b."""
+    # x is floored at sqrt(smallest normal number) (1e-19 in float32): the exact
+    # S2(0) = 0 would reject the farthest neighbour of every row outright and
+    # leave a row with a single valid neighbour without any finite weight, and a
+    # lower floor lets 1/x overflow in the backward pass.
+    floor = torch.finfo(x.dtype).tiny ** 0.5
+    below = x < b
+    x_safe = _where_safe(below, x.clamp_min(floor), 1.0)
+    b_safe = _where_safe(below, b.expand_as(x), 1.0)
+    value = (b_safe - x_safe) * (t / (1.0 - t)) * (x_safe / b_safe).log()
+    return torch.where(below, value, torch.zeros_like(x))
+
+
+def s1(x: Tensor, a: Tensor | float, b: Tensor | float, t: Tensor | float) -> Tensor:
+    """The S1 SoftStep mask on [0, 1] with rejection threshold a, full-keep threshold b and transition t."""
+    x, a, b, t = _as_tensors(x, a, b, t)
+    return log_s1(x, a, b, t).exp()
+
+
+def s2(x: Tensor, b: Tensor | float, t: Tensor | float) -> Tensor:
+    """The S2 SoftStep mask on [0, 1] with full-keep threshold b and transition t."""
+    x, b, t = _as_tensors(x, b, t)
+    return log_s2(x, b, t).exp()
+
+
+def _as_tensors(x: Tensor, *params: Tensor | float) -> tuple[Tensor, ...]:
+    x = torch.as_tensor(x)
+    return (x, *(torch.as_tensor(p, dtype=x.dtype, device=x.device) for p in params))
+
+
+def minmax_normalise(sim: Tensor) -> Tensor:
+    """Row-wise min-max normalisation to [0, 1]; a flat row (max == min) maps to all ones."""
+    low = sim.amin(dim=1, keepdim=True)
+    span = sim.amax(dim=1, keepdim=True) - low
+    flat = span <= 0
+    # A flat row has every neighbour equally near, hence all are "the nearest".
+    return torch.where(flat, torch.ones_like(sim), (sim - low) / torch.where(flat, torch.ones_like(span), span))
+
+
+class SoftStep(nn.Module):
+    """Learned SoftStep mask: returns ``sim + log(mask(normalised sim))`` (paper 000, Algorithm 1).
+
+    ``fn`` is ``"s1"`` or ``"s2"``; ``params`` is ``"global"`` (learned scalars
+    through a sigmoid) or ``"pointwise"`` (a sigmoid of a linear layer of the
+    query embedding, which then needs ``dim``). ``eps`` is the margin of S1's
+    rejection threshold below the best neighbour.
+    """
+
+    def __init__(self, fn: str = "s2", params: str = "global", dim: int | None = None, eps: float = 1e-6) -> None:
+        super().__init__()
+        if fn not in SOFTSTEP_FUNCTIONS:
+            raise ValueError(f"unknown SoftStep function {fn!r}; expected one of {', '.join(SOFTSTEP_FUNCTIONS)}")
+        if params not in PARAM_MODES:
+            raise ValueError(f"unknown SoftStep parameter mode {params!r}; expected one of {', '.join(PARAM_MODES)}")
+        self.fn = fn
+        self.params = params
+        self.dim = dim
+        self.eps = eps
+        # S1 learns (a0, b0, t); S2 learns (b0, t).
+        self.n_params = 3 if fn == "s1" else 2
+        if params == "pointwise":
+            if dim is None or dim < 1:
+                raise ValueError("pointwise SoftStep needs the embedding dimension: SoftStep(..., params='pointwise', dim=d)")
+            self.linear = nn.Linear(dim, self.n_params)
+        else:
+            self.raw = nn.Parameter(torch.zeros(self.n_params))
+
+    def extra_repr(self) -> str:
+        return f"fn={self.fn!r}, params={self.params!r}, dim={self.dim}"
+
+    def parameters_for(self, z: Tensor) -> Tensor:
+        """The mask parameters in (0, 1): shape ``(b, n_params)`` (pointwise) or ``(1, n_params)`` (global)."""
+        if self.params == "pointwise":
+            if z.shape[1] != self.dim:
+                raise ValueError(
+                    f"pointwise SoftStep was built for dim={self.dim} but the embeddings have dimension {z.shape[1]}"
+                )
+            return torch.sigmoid(self.linear(z))
+        return torch.sigmoid(self.raw).unsqueeze(0).to(z.dtype)
+
+    def log_mask(self, sim: Tensor, z: Tensor, self_index: Tensor | None = None) -> Tensor:
+        """log of the SoftStep mask for each entry of ``sim``; ``self_index[i]`` is row i's own column, if any."""
+        x = minmax_normalise(sim)
+        p = self.parameters_for(z)
+        t = p[:, -1:].clamp(T_MARGIN, 1.0 - T_MARGIN)
+        if self.fn == "s2":
+            return log_s2(x, p[:, 0:1], t)
+        if self_index is None:
+            top = x.amax(dim=1, keepdim=True)
+        else:
+            rows = torch.arange(x.shape[0], device=x.device)
+            top = x.index_put((rows, self_index), torch.tensor(float("-inf"), dtype=x.dtype, device=x.device))
+            top = top.amax(dim=1, keepdim=True)
+        a = torch.minimum(p[:, 0:1], top) - self.eps
+        b = a + p[:, 1:2] * (1.0 - a)
+        return log_s1(x, a, b, t)
+
+    def forward(self, sim: Tensor, z: Tensor, self_index: Tensor | None = None) -> Tensor:
+        """``sim + log(mask)``: similarities shifted down by the learned mask."""
+        return sim + self.log_mask(sim, z, self_index)

@@ -1,0 +1,6 @@
+"""Shared pytest configuration: deterministic, CPU-only, headless."""
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
