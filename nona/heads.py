@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from nona.inference import predict_no_grad
 from nona.similarity import check_similarity_kind, self_similarity, similarity
 from nona.softstep import SoftStep
 
@@ -116,6 +117,8 @@ class NONA(nn.Module):
         """
         self._validate(z, z_n, y_n, exclude_self)
         y_n = y_n.to(z.dtype)
+        if not exclude_self and not torch.is_grad_enabled():
+            return predict_no_grad(self, z, z_n, y_n)
         step = self.rows_per_chunk(z_n.shape[0], z.element_size())
         outputs = []
         for start in range(0, z.shape[0], step):

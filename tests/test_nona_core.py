@@ -71,14 +71,16 @@ def test_s1_limits_in_t():
 
 @pytest.mark.parametrize("kind,variant", list(itertools.product(SIMILARITIES, SOFTSTEPS)))
 @pytest.mark.parametrize("exclude_self", [False, True])
-def test_head_matches_reference(kind, variant, exclude_self):
+@pytest.mark.parametrize("grad", [True, False], ids=["autograd path", "no-grad inference path"])
+def test_head_matches_reference(kind, variant, exclude_self, grad):
     rng = np.random.default_rng(4)
     head = make_head(kind, variant)
     z = rng.normal(size=(9, DIM))
     zn = z if exclude_self else rng.normal(size=(13, DIM))
     yn = rng.uniform(size=len(zn))
     zt = torch.from_numpy(z)
-    got = head(zt, torch.from_numpy(zn), torch.from_numpy(yn), exclude_self=exclude_self).detach().numpy()
+    with torch.set_grad_enabled(grad):
+        got = head(zt, torch.from_numpy(zn), torch.from_numpy(yn), exclude_self=exclude_self).detach().numpy()
     params = None if variant is None else mask_params(head, zt)
     want = nona_ref(z, zn, yn, kind, None if variant is None else variant[0], params, exclude_self, gamma=0.7)
     np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
@@ -188,6 +190,8 @@ def test_chunked_equals_unchunked(kind, variant, exclude_self):
     assert head.rows_per_chunk(300, 8) == 7
     # Equal up to the summation order of the matrix products on differently sized blocks.
     torch.testing.assert_close(head(z, zn, y, exclude_self=exclude_self), whole, rtol=0, atol=1e-13)
+    with torch.no_grad():
+        torch.testing.assert_close(head(z, zn, y, exclude_self=exclude_self), whole.detach(), rtol=0, atol=1e-13)
 
 
 def test_dense_head_and_projector_shapes():
