@@ -1,0 +1,234 @@
+"""Training of a projector + regression head with Adam on MSE, early stopping on validation MSE.
+
+Protocol of the paper (Section 5): stop after ``patience`` epochs without a
+validation improvement. Unlike the authors' loop, the best state is stored and
+restored, so the returned model is the one that was selected.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from nona.heads import NONA, DenseHead, Projector
+from nona.softstep import PARAM_MODES, SOFTSTEP_FUNCTIONS, SoftStep
+from nona.similarity import SIMILARITIES
+
+HEADS = ("dense", "nona")
+SOFTSTEP_CHOICES = ("none",) + tuple(f"{fn}-{mode}" for fn in SOFTSTEP_FUNCTIONS for mode in PARAM_MODES)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines one training run."""
+
+    head: str = "nona"
+    similarity: str = "l2"
+    softstep: str = "s2-pointwise"
+    embed_dim: int = 25
+    hidden: int = 200
+    batch_size: int = 32
+    lr: float = 1e-3
+    backbone_lr: float = 1e-5
+    max_epochs: int = 100
+    patience: int = 10
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("head", self.head, HEADS)
+        _check_choice("similarity", self.similarity, SIMILARITIES)
+        _check_choice("softstep", self.softstep, SOFTSTEP_CHOICES)
+        for name in ("embed_dim", "hidden", "batch_size", "max_epochs", "patience"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.head == "nona" and self.batch_size < 2:
+            raise ValueError("the NONA head needs batch_size >= 2: each point's neighbours are the rest of its batch")
+        for name in ("lr", "backbone_lr"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict:
+        """The configuration as a JSON-ready dict."""
+        return asdict(self)
+
+
+def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid values are: {', '.join(valid)}")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; an explicit ``cuda`` without a GPU raises."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was requested but no CUDA GPU is available; use device='auto' or 'cpu'")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"unknown device {device!r}; valid values are: auto, cpu, cuda, cuda:N")
+    return torch.device(device)
+
+
+class RegressionModel(nn.Module):
+    """Optional backbone -> Projector -> head (dense or NONA)."""
+
+    def __init__(self, in_dim: int, config: TrainConfig, backbone: nn.Module | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        # The seed fixes the initial weights without touching the global RNG state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.projector = Projector(in_dim, dim=config.embed_dim, hidden=config.hidden)
+            if config.head == "dense":
+                self.head: nn.Module = DenseHead(config.embed_dim)
+            else:
+                softstep = None
+                if config.softstep != "none":
+                    fn, mode = config.softstep.split("-")
+                    softstep = SoftStep(fn=fn, params=mode, dim=config.embed_dim)
+                self.head = NONA(similarity=config.similarity, softstep=softstep)
+
+    @property
+    def is_nona(self) -> bool:
+        """Whether the head predicts from neighbours."""
+        return isinstance(self.head, NONA)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The embeddings the head sees."""
+        features = self.backbone(x) if self.backbone is not None else x
+        return self.projector(features)
+
+    def train_step_prediction(self, x: Tensor, y: Tensor) -> Tensor:
+        """Training predictions: NONA uses the batch as its own neighbour set."""
+        z = self.embed(x)
+        return self.head(z, z, y, exclude_self=True) if self.is_nona else self.head(z)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns besides the trained model (which it modifies in place)."""
+
+    best_epoch: int
+    best_val_mse: float
+    epochs_run: int
+    seconds: float
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def embed_all(model: RegressionModel, x: Tensor, batch_size: int = 4096) -> Tensor:
+    """Embeddings of every row of ``x``, in evaluation mode and without gradients."""
+    model.eval()
+    return torch.cat([model.embed(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def predict(model: RegressionModel, x: Tensor, x_train: Tensor, y_train: Tensor) -> Tensor:
+    """Predictions for ``x``; a NONA head uses the training set's embeddings, computed once, as neighbours."""
+    model.eval()
+    z = embed_all(model, x)
+    if not model.is_nona:
+        return model.head(z)
+    return model.head(z, embed_all(model, x_train), y_train)
+
+
+def mse(prediction: Tensor, target: Tensor) -> float:
+    """Mean squared error as a Python float."""
+    return float(torch.mean((prediction - target) ** 2))
+
+
+def _optimizer(model: RegressionModel, config: TrainConfig) -> torch.optim.Optimizer:
+    groups = [{"params": [p for n, p in model.named_parameters() if not n.startswith("backbone.")], "lr": config.lr}]
+    if model.backbone is not None:
+        trainable = [p for p in model.backbone.parameters() if p.requires_grad]
+        if trainable:
+            groups.append({"params": trainable, "lr": config.backbone_lr})
+    return torch.optim.Adam(groups)
+
+
+def fit(
+    model: RegressionModel,
+    data: tuple[Tensor, Tensor, Tensor, Tensor],
+    config: TrainConfig,
+    progress: bool = False,
+) -> FitResult:
+    """Train ``model`` on ``(x_train, y_train, x_val, y_val)``; restores the best validation state."""
+    x_train, y_train, x_val, y_val = data
+    for name, y in (("y_train", y_train), ("y_val", y_val)):
+        if not torch.isfinite(y).all():
+            raise ValueError(f"{name} contains NaN or inf labels; clean the labels before training")
+    if len(x_train) != len(y_train) or len(x_val) != len(y_val):
+        raise ValueError(f"inputs and labels differ in length: {len(x_train)} vs {len(y_train)} (train), {len(x_val)} vs {len(y_val)} (val)")
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    model.to(device)
+    x_train, y_train, x_val, y_val = (t.to(device) for t in (x_train, y_train, x_val, y_val))
+    optimizer = _optimizer(model, config)
+    generator = torch.Generator().manual_seed(config.seed)
+    best_state, best_val, best_epoch, waited = None, float("inf"), 0, 0
+    history: dict[str, list[float]] = {"train_mse": [], "val_mse": []}
+    started = time.perf_counter()
+    epochs = tqdm(range(1, config.max_epochs + 1), desc=f"{config.head} seed {config.seed}", disable=not progress, leave=False)
+    for epoch in epochs:
+        model.train()
+        order = torch.randperm(len(x_train), generator=generator).to(device)
+        # A final batch of one point has no neighbour for NONA: fold it into the previous batch.
+        starts = list(range(0, len(order), config.batch_size))
+        if len(starts) > 1 and len(order) - starts[-1] < 2:
+            starts.pop()
+        total, count = 0.0, 0
+        for i, start in enumerate(starts):
+            stop = starts[i + 1] if i + 1 < len(starts) else len(order)
+            idx = order[start:stop]
+            prediction = model.train_step_prediction(x_train[idx], y_train[idx])
+            loss = torch.nn.functional.mse_loss(prediction, y_train[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss) * len(idx)
+            count += len(idx)
+        val = mse(predict(model, x_val, x_train, y_train), y_val)
+        history["train_mse"].append(total / count)
+        history["val_mse"].append(val)
+        epochs.set_postfix(val_mse=f"{val:.4g}")
+        if val < best_val:
+            best_val, best_epoch, waited = val, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            waited += 1
+            if waited >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    return FitResult(best_epoch, best_val, len(history["val_mse"]), time.perf_counter() - started, history)
+
+
+def tuned_knn(
+    z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_val: np.ndarray, n_jobs: int = 1
+) -> tuple[object, dict]:
+    """k-NN regressor on standardised embeddings, tuned on the validation split (paper's grid).
+
+    Grid: k in {3, 5, 7}, p in {1, 2}, weights in {uniform, distance}. The grid
+    search scores on the validation split; the chosen model's neighbours are the
+    training embeddings only, as for NONA.
+    """
+    from sklearn.model_selection import GridSearchCV, PredefinedSplit
+    from sklearn.neighbors import KNeighborsRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    grid = {"kneighborsregressor__n_neighbors": [3, 5, 7], "kneighborsregressor__p": [1, 2],
+            "kneighborsregressor__weights": ["uniform", "distance"]}
+    pipeline = make_pipeline(StandardScaler(), KNeighborsRegressor())
+    folds = PredefinedSplit(np.r_[np.full(len(z_train), -1), np.zeros(len(z_val))])
+    search = GridSearchCV(pipeline, grid, cv=folds, scoring="neg_mean_squared_error", refit=False, n_jobs=n_jobs)
+    search.fit(np.vstack([z_train, z_val]), np.r_[y_train, y_val])
+    best = pipeline.set_params(**search.best_params_).fit(z_train, y_train)
+    params = {k.split("__")[1]: v for k, v in search.best_params_.items()}
+    return best, params
