@@ -17,6 +17,7 @@ if PROFILE not in PROFILE_SETTINGS:
 # Notebooks of the book: name -> parameters per profile. Each runs from
 # notebooks/<name>.md into build/executed/<name>.ipynb.
 BOOK_NOTEBOOKS = {
+    "statistics": {},
 }
 
 

@@ -111,6 +111,35 @@ class RegressionModel(nn.Module):
         return self.head(z, z, y, exclude_self=True) if self.is_nona else self.head(z)
 
 
+class RawInputs:
+    """Raw dataset inputs that a trainable backbone transforms batch by batch (end-to-end fine-tuning)."""
+
+    def __init__(self, backbone, inputs, sample_rate: int | None = None, device: torch.device | str = "cpu") -> None:
+        self.backbone = backbone
+        self.inputs = inputs
+        self.sample_rate = sample_rate
+        self.device = torch.device(device)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def subset(self, indices: np.ndarray) -> "RawInputs":
+        """The inputs at ``indices`` (e.g. one split)."""
+        picked = self.inputs[indices] if isinstance(self.inputs, np.ndarray) else [self.inputs[i] for i in indices]
+        return RawInputs(self.backbone, picked, self.sample_rate, self.device)
+
+    def take(self, indices) -> object:
+        """The transformed batch of the inputs at ``indices``, on the training device."""
+        from nona.backbones.base import move_to
+
+        picked = self.subset(np.asarray(indices.cpu() if isinstance(indices, Tensor) else indices)).inputs
+        return move_to(self.backbone.transform(picked, sample_rate=self.sample_rate), self.device)
+
+
+def _take(x: Tensor | RawInputs, indices) -> object:
+    return x[indices] if isinstance(x, Tensor) else x.take(indices)
+
+
 @dataclass
 class FitResult:
     """What :func:`fit` returns besides the trained model (which it modifies in place)."""
@@ -123,14 +152,14 @@ class FitResult:
 
 
 @torch.no_grad()
-def embed_all(model: RegressionModel, x: Tensor, batch_size: int = 4096) -> Tensor:
+def embed_all(model: RegressionModel, x: Tensor | RawInputs, batch_size: int = 4096) -> Tensor:
     """Embeddings of every row of ``x``, in evaluation mode and without gradients."""
     model.eval()
-    return torch.cat([model.embed(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    return torch.cat([model.embed(_take(x, np.arange(i, min(i + batch_size, len(x))))) for i in range(0, len(x), batch_size)])
 
 
 @torch.no_grad()
-def predict(model: RegressionModel, x: Tensor, x_train: Tensor, y_train: Tensor) -> Tensor:
+def predict(model: RegressionModel, x: Tensor | RawInputs, x_train: Tensor | RawInputs, y_train: Tensor) -> Tensor:
     """Predictions for ``x``; a NONA head uses the training set's embeddings, computed once, as neighbours."""
     model.eval()
     z = embed_all(model, x)
@@ -155,11 +184,15 @@ def _optimizer(model: RegressionModel, config: TrainConfig) -> torch.optim.Optim
 
 def fit(
     model: RegressionModel,
-    data: tuple[Tensor, Tensor, Tensor, Tensor],
+    data: tuple[Tensor | RawInputs, Tensor, Tensor | RawInputs, Tensor],
     config: TrainConfig,
     progress: bool = False,
 ) -> FitResult:
-    """Train ``model`` on ``(x_train, y_train, x_val, y_val)``; restores the best validation state."""
+    """Train ``model`` on ``(x_train, y_train, x_val, y_val)``; restores the best validation state.
+
+    ``x`` is a feature tensor (frozen backbone) or :class:`RawInputs` (the
+    model's backbone is fine-tuned end to end).
+    """
     x_train, y_train, x_val, y_val = data
     for name, y in (("y_train", y_train), ("y_val", y_val)):
         if not torch.isfinite(y).all():
@@ -169,7 +202,8 @@ def fit(
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model.to(device)
-    x_train, y_train, x_val, y_val = (t.to(device) for t in (x_train, y_train, x_val, y_val))
+    x_train, x_val = (x.to(device) if isinstance(x, Tensor) else x for x in (x_train, x_val))
+    y_train, y_val = y_train.to(device), y_val.to(device)
     optimizer = _optimizer(model, config)
     generator = torch.Generator().manual_seed(config.seed)
     best_state, best_val, best_epoch, waited = None, float("inf"), 0, 0
@@ -187,12 +221,12 @@ def fit(
         for i, start in enumerate(starts):
             stop = starts[i + 1] if i + 1 < len(starts) else len(order)
             idx = order[start:stop]
-            prediction = model.train_step_prediction(x_train[idx], y_train[idx])
+            prediction = model.train_step_prediction(_take(x_train, idx), y_train[idx])
             loss = torch.nn.functional.mse_loss(prediction, y_train[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
             count += len(idx)
         val = mse(predict(model, x_val, x_train, y_train), y_val)
         history["train_mse"].append(total / count)
