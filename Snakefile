@@ -1,54 +1,146 @@
-# The companion's pipeline: every notebook of the book is executed by the same
-# runner (nona.runner), then the site is built strictly. Profiles (profiles/*)
-# set `profile` in the config: quick (CPU, embedded data), paper (GPUs, the
-# paper's ten datasets), smoke (tiny, used by the tests).
+# The companion's pipeline. Every notebook of the book is executed by the same
+# runner (nona.runner: jupytext -> papermill -> atomic publish), then the site
+# is built strictly. Profiles (profiles/<name>/config.yaml) set `profile`:
+#   quick  CPU, the embedded datasets, frozen cached features, 3 seeds (make book)
+#   paper  GPUs, the paper's ten datasets, end-to-end fine-tuning, 10 seeds,
+#          one job per (dataset, seed) so that a cluster runs them in parallel
+#   smoke  tiny settings of every notebook, used by the tests (no site build)
 import glob
 import json
+import os
 
 PROFILE = config.get("profile", "quick")
-PROFILE_SETTINGS = {
-    "quick": {},
-    "smoke": {},
-    "paper": {},
+BUILD = os.environ.get("NONA_BUILD", "build")
+PAPER_DATASETS = [
+    "rsna-bone-age", "medsegbench-brifiseg", "adresso", "coughvid", "nosemic",
+    "udacity", "pitchfork", "houses", "books", "austin",
+]
+PROFILES = {
+    "quick": {
+        "datasets": ["digits-rotation", "vader-valence", "heart-rate-audio"],
+        "finetune": {"seeds": [0, 1, 2], "max_epochs": 60, "patience": 10, "device": "cpu"},
+        "results": {"umap_dataset": "digits-rotation"},
+        "per_seed_jobs": False,
+        "site": True,
+    },
+    "paper": {
+        "datasets": PAPER_DATASETS,
+        "finetune": {"seeds": list(range(10)), "max_epochs": 1000, "patience": 10, "device": "cuda",
+                     "backbone_trainable": True},
+        "results": {"umap_dataset": "rsna-bone-age"},
+        "per_seed_jobs": True,
+        "site": True,
+    },
+    "smoke": {
+        "datasets": ["synthetic-2d"],
+        "finetune": {"seeds": [0, 1], "max_epochs": 3, "patience": 2, "device": "cpu", "batch_size": 64},
+        "results": {"umap_dataset": "synthetic-2d"},
+        "per_seed_jobs": False,
+        "site": False,
+    },
 }
-if PROFILE not in PROFILE_SETTINGS:
-    raise ValueError(f"unknown profile {PROFILE!r}; expected one of {', '.join(PROFILE_SETTINGS)}")
+if PROFILE not in PROFILES:
+    raise ValueError(f"unknown profile {PROFILE!r}; expected one of {', '.join(PROFILES)}")
+SETTINGS = PROFILES[PROFILE]
+DATASETS = SETTINGS["datasets"]
 
-# Notebooks of the book: name -> parameters per profile. Each runs from
-# notebooks/<name>.md into build/executed/<name>.ipynb.
+# Notebooks of the book that run once per profile: name -> parameters per
+# profile. Each runs from notebooks/<name>.md into build/executed/<name>.ipynb.
 BOOK_NOTEBOOKS = {
     "statistics": {},
 }
 
 
-def notebook_parameters(name):
-    return json.dumps(BOOK_NOTEBOOKS[name].get(PROFILE, {}), sort_keys=True)
+RUNNER = "python -m nona.runner"
+
+
+def as_json(parameters):
+    return json.dumps(parameters, sort_keys=True)
+
+
+def run_notebook(source, output, parameters, log):
+    """Shell command: execute one notebook; on failure show the log's tail and fail the job."""
+    return (f"{RUNNER} {source} {output} --parameters-json '{as_json(parameters)}' > {log} 2>&1 "
+            f"|| (tail -n 60 {log} >&2; exit 1)")
+
+
+EXECUTED = [f"{BUILD}/executed/{name}.ipynb" for name in BOOK_NOTEBOOKS]
+EXECUTED += [f"{BUILD}/executed/finetune-{d}.ipynb" for d in DATASETS]
+EXECUTED.append(f"{BUILD}/executed/results.ipynb")
 
 
 rule all:
     input:
-        "_build/html/index.html",
+        "_build/html/index.html" if SETTINGS["site"] else EXECUTED,
 
 
 rule notebook:
     input:
-        source="notebooks/{name}.md",
+        "notebooks/{name}.md",
     output:
-        "build/executed/{name}.ipynb",
-    params:
-        parameters=lambda wildcards: notebook_parameters(wildcards.name),
+        f"{BUILD}/executed/{{name}}.ipynb",
     log:
-        "build/logs/{name}.log",
+        f"{BUILD}/logs/{{name}}.log",
     wildcard_constraints:
         name="|".join(BOOK_NOTEBOOKS) or "no-notebook",
-    shell:
-        "python -m nona.runner {input.source} {output} --parameters-json '{params.parameters}' 2> {log} "
-        "|| (tail -n 60 {log} >&2; exit 1)"
+    params:
+        parameters=lambda wc: BOOK_NOTEBOOKS[wc.name].get(PROFILE, {}),
+    run:
+        shell(run_notebook(input[0], output[0], params.parameters, log[0]))
+
+
+def finetune_parameters(dataset, seeds=None):
+    parameters = {"dataset": dataset, "profile": PROFILE, **SETTINGS["finetune"]}
+    if seeds is not None:
+        parameters["seeds"] = seeds
+    return parameters
+
+
+# Paper profile: one job per (dataset, seed) with a GPU each; the per-dataset
+# notebook then finds every seed complete and only tabulates and plots.
+rule finetune_seed:
+    input:
+        "notebooks/finetune.md",
+    output:
+        f"{BUILD}/executed/seeds/finetune-{{dataset}}-seed{{seed}}.ipynb",
+    log:
+        f"{BUILD}/logs/finetune-{{dataset}}-seed{{seed}}.log",
+    resources:
+        gpu=1,
+    run:
+        shell(run_notebook(input[0], output[0], finetune_parameters(wildcards.dataset, [int(wildcards.seed)]), log[0]))
+
+
+rule finetune:
+    input:
+        "notebooks/finetune.md",
+        lambda wc: [f"{BUILD}/executed/seeds/finetune-{wc.dataset}-seed{s}.ipynb" for s in SETTINGS["finetune"]["seeds"]]
+        if SETTINGS["per_seed_jobs"] else [],
+    output:
+        f"{BUILD}/executed/finetune-{{dataset}}.ipynb",
+    log:
+        f"{BUILD}/logs/finetune-{{dataset}}.log",
+    wildcard_constraints:
+        dataset="|".join(DATASETS),
+    run:
+        shell(run_notebook(input[0], output[0], finetune_parameters(wildcards.dataset), log[0]))
+
+
+rule results:
+    input:
+        "notebooks/results.md",
+        [f"{BUILD}/executed/finetune-{d}.ipynb" for d in DATASETS],
+    output:
+        f"{BUILD}/executed/results.ipynb",
+    log:
+        f"{BUILD}/logs/results.log",
+    run:
+        shell(run_notebook(input[0], output[0], {"profile": PROFILE, "datasets": DATASETS, **SETTINGS["results"]}, log[0]))
 
 
 rule site:
     input:
-        expand("build/executed/{name}.ipynb", name=BOOK_NOTEBOOKS),
+        EXECUTED,
         "_config.yml",
         "_toc.yml",
         "book/references.bib",
@@ -56,7 +148,7 @@ rule site:
     output:
         "_build/html/index.html",
     log:
-        "build/logs/site.log",
+        f"{BUILD}/logs/site.log",
     shell:
         "mkdir -p build/site && rm -rf _build/html && "
         "jupyter-book build . --path-output . --builder html -W -n --keep-going > {log} 2>&1 "

@@ -1,0 +1,188 @@
+"""The paper's experiment (Section 5) for one dataset: both heads over several seeds, with k-NN on their embeddings.
+
+For each (head, seed) it writes ``<out_dir>/<head>/seed<k>.json`` (metrics,
+config, split sizes, provenance) and ``seed<k>.npz`` (final embeddings and
+labels). The JSON is written last and atomically, so its presence means the
+pair is complete; a re-run skips complete pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from nona.atomic import atomic_path, write_json
+from nona.provenance import git_commit, now, package_versions
+from nona.train import HEADS, RawInputs, RegressionModel, TrainConfig, embed_all, fit, mse, predict, resolve_device, tuned_knn
+
+METHOD_NAMES = {"dense": "Dense", "nona": "NONA"}
+PAPER_METHODS = ("Dense", "Dense + k-NN", "NONA", "NONA + k-NN")
+
+
+def method_name(head: str, knn: bool = False) -> str:
+    """The paper's name of a head's row: ``Dense``, ``Dense + k-NN``, ``NONA``, ``NONA + k-NN``."""
+    return METHOD_NAMES[head] + (" + k-NN" if knn else "")
+
+
+def load_features(dataset: str, backbone_trainable: bool, device: str = "cpu"):
+    """Inputs for training: cached frozen features, or raw inputs with a trainable backbone; plus labels."""
+    from nona.backbones import cached_features, get_backbone
+    from nona.backbones.cache import default_options
+    from nona.data import get_manifest, load_dataset
+
+    ds = load_dataset(dataset)
+    backbone_name = get_manifest(dataset)["feature_extractor"].get("quick_profile_backbone" if not backbone_trainable else "backbone")
+    if backbone_name is None:
+        return torch.as_tensor(np.asarray(ds.inputs, dtype=np.float32)), ds.labels, None
+    if not backbone_trainable:
+        return torch.from_numpy(cached_features(ds, backbone_name, progress=False)), ds.labels, None
+    backbone = get_backbone(backbone_name, **default_options(dataset, backbone_name)).trainable(True)
+    return RawInputs(backbone, ds.inputs, ds.sample_rate, resolve_device(device)), ds.labels, backbone
+
+
+def _standardise(x_train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    # Centre on the training mean and divide by one global scale (train
+    # statistics only). Per-dimension scaling would blow up features that are
+    # nearly constant on the training split but not on the test split.
+    mean = x_train.mean(dim=0)
+    scale = x_train.var(dim=0).mean().sqrt().clamp_min(1e-12)
+    return [(x - mean) / scale for x in (x_train, *others)]
+
+
+def run_one(
+    inputs: torch.Tensor | RawInputs,
+    labels: np.ndarray,
+    config: TrainConfig,
+    backbone: torch.nn.Module | None = None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Train one head on one seeded split; returns the metrics record and the embeddings to save."""
+    from nona.data import LabelScaler, make_splits
+
+    splits = make_splits(labels, seed=config.seed)
+    scaler = LabelScaler.fit(labels[splits.train])
+    y = torch.as_tensor(scaler.transform(labels), dtype=torch.float32)
+    if isinstance(inputs, torch.Tensor):
+        x_train, x_val, x_test = _standardise(inputs[splits.train], inputs[splits.val], inputs[splits.test])
+        in_dim = inputs.shape[1]
+    else:
+        x_train, x_val, x_test = (inputs.subset(idx) for idx in (splits.train, splits.val, splits.test))
+        in_dim = backbone.out_dim
+    y_train, y_val, y_test = y[splits.train], y[splits.val], y[splits.test]
+    model = RegressionModel(in_dim, config, backbone=backbone)
+    result = fit(model, (x_train, y_train, x_val, y_val), config)
+    device = resolve_device(config.device)
+    test_mse = mse(predict(model, x_test, x_train, y_train.to(device)).cpu(), y_test)
+    started = time.perf_counter()
+    z = {part: embed_all(model, x).cpu().numpy() for part, x in (("train", x_train), ("val", x_val), ("test", x_test))}
+    knn, knn_params = tuned_knn(z["train"], y_train.numpy(), z["val"], y_val.numpy())
+    knn_test_mse = float(np.mean((knn.predict(z["test"]) - y_test.numpy()) ** 2))
+    record = {
+        "method": method_name(config.head),
+        "knn_method": method_name(config.head, knn=True),
+        "test_mse": test_mse,
+        "knn_test_mse": knn_test_mse,
+        "knn_params": knn_params,
+        "knn_seconds": time.perf_counter() - started,
+        "val_mse": result.best_val_mse,
+        "best_epoch": result.best_epoch,
+        "epochs": result.epochs_run,
+        "train_seconds": result.seconds,
+        "history": result.history,
+        "split_sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+        "label_scaling": scaler.to_dict(),
+    }
+    arrays = {f"z_{part}": value for part, value in z.items()}
+    arrays.update({"y_train": y_train.numpy(), "y_val": y_val.numpy(), "y_test": y_test.numpy()})
+    return record, arrays
+
+
+def run_path(out_dir: str | Path, head: str, seed: int) -> Path:
+    """Where the record of one (head, seed) pair lives."""
+    return Path(out_dir) / head / f"seed{seed}.json"
+
+
+def run_experiment(
+    dataset: str,
+    profile: str,
+    seeds: list[int],
+    heads: list[str],
+    base: TrainConfig,
+    out_dir: str | Path,
+    backbone_trainable: bool = False,
+    log=print,
+) -> pd.DataFrame:
+    """Run every missing (head, seed) pair of ``dataset`` and return the per-seed table of all pairs."""
+    for head in heads:
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; valid values are: {', '.join(HEADS)}")
+    out_dir = Path(out_dir)
+    loaded = None
+    for head in heads:
+        for seed in seeds:
+            path = run_path(out_dir, head, seed)
+            if path.exists():
+                log(f"{dataset}: {head} seed {seed} is complete ({path}); skipped")
+                continue
+            if loaded is None:
+                log(f"{dataset}: loading inputs (backbone_trainable={backbone_trainable})")
+                loaded = load_features(dataset, backbone_trainable, base.device)
+            inputs, labels, backbone = loaded
+            if backbone is not None:
+                # Each run fine-tunes its own copy of the pretrained backbone.
+                import copy
+
+                backbone = copy.deepcopy(loaded[2])
+                inputs = RawInputs(backbone, inputs.inputs, inputs.sample_rate, inputs.device)
+            config = replace(base, head=head, seed=seed)
+            started = now()
+            log(f"{dataset}: training {head} seed {seed}")
+            record, arrays = run_one(inputs, labels, config, backbone)
+            record.update({
+                "dataset": dataset, "profile": profile, "head": head, "seed": seed,
+                "config": {**config.to_dict(), "backbone_trainable": backbone_trainable},
+                "provenance": {"versions": package_versions(), "commit": git_commit(), "device": str(resolve_device(config.device)),
+                               "started": started, "finished": now()},
+            })
+            with atomic_path(path.with_suffix(".npz")) as tmp:
+                np.savez_compressed(tmp, **arrays)
+            write_json(path, record)
+            log(f"{dataset}: {head} seed {seed}: test MSE {record['test_mse']:.5f}, k-NN {record['knn_test_mse']:.5f}, {record['epochs']} epochs")
+    return per_seed_table(out_dir, heads, seeds)
+
+
+def per_seed_table(out_dir: str | Path, heads: list[str], seeds: list[int]) -> pd.DataFrame:
+    """One row per (method, seed) with test MSE, read back from the records."""
+    rows = []
+    for head in heads:
+        for seed in seeds:
+            record = json.loads(run_path(out_dir, head, seed).read_text())
+            for name, key in ((record["method"], "test_mse"), (record["knn_method"], "knn_test_mse")):
+                rows.append({"dataset": record["dataset"], "method": name, "seed": seed, "test_mse": record[key],
+                             "epochs": record["epochs"], "seconds": record["train_seconds"]})
+    return pd.DataFrame(rows)
+
+
+def collect_runs(runs_dir: str | Path) -> pd.DataFrame:
+    """Every record under ``build/runs/<profile>/`` as one row per (dataset, method, seed)."""
+    rows = []
+    for path in sorted(Path(runs_dir).glob("*/*/seed*.json")):
+        record = json.loads(path.read_text())
+        for name, key in ((record["method"], "test_mse"), (record["knn_method"], "knn_test_mse")):
+            rows.append({"dataset": record["dataset"], "method": name, "seed": record["seed"], "test_mse": record[key]})
+    if not rows:
+        raise FileNotFoundError(f"no run records under {runs_dir}; run the pipeline first (make book)")
+    return pd.DataFrame(rows)
+
+
+def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std of test MSE per dataset and method (tidy: dataset, method, mean, std, n_seeds)."""
+    grouped = runs.groupby(["dataset", "method"])["test_mse"]
+    table = grouped.agg(mean="mean", std="std", n_seeds="count").reset_index()
+    return table

@@ -1,0 +1,85 @@
+"""The per-dataset experiment: records, resume, interruption, aggregation, and the smoke pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import nona.experiment as experiment
+from nona.experiment import collect_runs, run_experiment, run_path, summary_table
+from nona.train import TrainConfig
+
+REPO = Path(__file__).resolve().parent.parent
+FAST = TrainConfig(max_epochs=2, patience=2, batch_size=64, device="cpu")
+
+
+def test_records_resume_and_aggregate(tmp_path):
+    logs = []
+    table = run_experiment("synthetic-2d", "smoke", [0, 1], ["dense", "nona"], FAST, tmp_path / "synthetic-2d", log=logs.append)
+    assert sorted(table.method.unique()) == ["Dense", "Dense + k-NN", "NONA", "NONA + k-NN"]
+    record = json.loads(run_path(tmp_path / "synthetic-2d", "nona", 1).read_text())
+    assert record["split_sizes"] == {"train": 1360, "val": 240, "test": 400}
+    assert record["config"]["softstep"] == "s2-pointwise" and record["config"]["seed"] == 1
+    assert {"commit", "device", "started", "versions"} <= set(record["provenance"])
+    assert 0 < record["test_mse"] < 1 and record["knn_params"]["n_neighbors"] in (3, 5, 7)
+    assert run_path(tmp_path / "synthetic-2d", "nona", 1).with_suffix(".npz").exists()
+
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "synthetic-2d").rglob("seed*.json")}
+    logs.clear()
+    again = run_experiment("synthetic-2d", "smoke", [0, 1], ["dense", "nona"], FAST, tmp_path / "synthetic-2d", log=logs.append)
+    assert all("skipped" in line for line in logs) and len(logs) == 4
+    assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "synthetic-2d").rglob("seed*.json")}
+    assert again.equals(table)
+
+    summary = summary_table(collect_runs(tmp_path))
+    assert set(summary.columns) == {"dataset", "method", "mean", "std", "n_seeds"}
+    assert (summary.n_seeds == 2).all()
+
+
+def test_interrupted_run_leaves_no_partial_record(tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "run_one", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("synthetic-2d", "smoke", [0], ["nona"], FAST, tmp_path, log=lambda _: None)
+    assert not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob("*.npz"))
+
+
+def test_unknown_head_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown head 'knn'; valid values are: dense, nona"):
+        run_experiment("synthetic-2d", "smoke", [0], ["knn"], FAST, tmp_path)
+
+
+def test_collect_runs_without_records_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the pipeline first"):
+        collect_runs(tmp_path)
+
+
+@pytest.mark.slow
+def test_smoke_profile_runs_every_notebook(tmp_path):
+    env = {**os.environ, "NONA_BUILD": str(tmp_path), "MPLBACKEND": "Agg", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "profiles/smoke", "--nolock", "--cores", "2"],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    executed = sorted(p.name for p in (tmp_path / "executed").glob("*.ipynb"))
+    assert "results.ipynb" in executed and "finetune-synthetic-2d.ipynb" in executed
+    notebooks = {p.stem for p in (REPO / "notebooks").glob("*.md") if p.name != "README.md"} - {"finetune", "results"}
+    assert notebooks <= {p[: -len(".ipynb")] for p in executed}
+
+
+def test_paper_profile_dry_run_lists_one_job_per_dataset_and_seed():
+    done = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--profile", "profiles/paper", "--nolock", "--quiet", "rules"],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = {line.split()[0]: int(line.split()[1]) for line in done.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert counts["finetune_seed"] == 100 and counts["finetune"] == 10 and counts["results"] == 1
