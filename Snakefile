@@ -48,6 +48,8 @@ DATASETS = SETTINGS["datasets"]
 # profile. Each runs from notebooks/<name>.md into build/executed/<name>.ipynb.
 BOOK_NOTEBOOKS = {
     "statistics": {},
+    "datasets": {},
+    "theory": {},
 }
 
 
