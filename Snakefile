@@ -50,30 +50,41 @@ BOOK_NOTEBOOKS = {
     "statistics": {},
     "datasets": {},
     "theory": {},
+    "synthetic_surfaces": {"smoke": {"n_train": 200, "n_test": 100, "grid_size": 20, "max_epochs": 3, "hidden": 16}},
+    "softstep_shapes": {"smoke": {"n_points": 200, "max_epochs": 3, "n_curves": 3}},
+    "flops": {"smoke": {"max_log2_n": 6, "max_log2_n_timed": 6, "max_log2_d": 6, "fit_points": 2, "repeats": 1}, "paper": {"max_log2_n_timed": 12, "repeats": 10}},
 }
-
-
-RUNNER = "python -m nona.runner"
 
 
 def as_json(parameters):
     return json.dumps(parameters, sort_keys=True)
 
 
-def run_notebook(source, output, parameters, log):
-    """Shell command: execute one notebook; on failure show the log's tail and fail the job."""
-    return (f"{RUNNER} {source} {output} --parameters-json '{as_json(parameters)}' > {log} 2>&1 "
-            f"|| (tail -n 60 {log} >&2; exit 1)")
+def execute(source, output, parameters, log):
+    """Execute one notebook with nona.runner; on failure show the log's tail and fail the job."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as handle:
+        command = [sys.executable, "-m", "nona.runner", source, output, "--parameters-json", as_json(parameters)]
+        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        tail = "\n".join(Path(log).read_text().splitlines()[-60:])
+        raise RuntimeError(f"{source} failed (full log: {log}):\n{tail}")
 
 
 EXECUTED = [f"{BUILD}/executed/{name}.ipynb" for name in BOOK_NOTEBOOKS]
 EXECUTED += [f"{BUILD}/executed/finetune-{d}.ipynb" for d in DATASETS]
 EXECUTED.append(f"{BUILD}/executed/results.ipynb")
+# The gallery lists every published figure, so it runs after every other notebook.
+GALLERY = f"{BUILD}/executed/gallery.ipynb"
 
 
 rule all:
     input:
-        "_build/html/index.html" if SETTINGS["site"] else EXECUTED,
+        "_build/html/index.html" if SETTINGS["site"] else EXECUTED + [GALLERY],
 
 
 rule notebook:
@@ -88,7 +99,7 @@ rule notebook:
     params:
         parameters=lambda wc: BOOK_NOTEBOOKS[wc.name].get(PROFILE, {}),
     run:
-        shell(run_notebook(input[0], output[0], params.parameters, log[0]))
+        execute(input[0], output[0], params.parameters, log[0])
 
 
 def finetune_parameters(dataset, seeds=None):
@@ -110,7 +121,7 @@ rule finetune_seed:
     resources:
         gpu=1,
     run:
-        shell(run_notebook(input[0], output[0], finetune_parameters(wildcards.dataset, [int(wildcards.seed)]), log[0]))
+        execute(input[0], output[0], finetune_parameters(wildcards.dataset, [int(wildcards.seed)]), log[0])
 
 
 rule finetune:
@@ -125,7 +136,7 @@ rule finetune:
     wildcard_constraints:
         dataset="|".join(DATASETS),
     run:
-        shell(run_notebook(input[0], output[0], finetune_parameters(wildcards.dataset), log[0]))
+        execute(input[0], output[0], finetune_parameters(wildcards.dataset), log[0])
 
 
 rule results:
@@ -137,12 +148,25 @@ rule results:
     log:
         f"{BUILD}/logs/results.log",
     run:
-        shell(run_notebook(input[0], output[0], {"profile": PROFILE, "datasets": DATASETS, **SETTINGS["results"]}, log[0]))
+        execute(input[0], output[0], {"profile": PROFILE, "datasets": DATASETS, **SETTINGS["results"]}, log[0])
+
+
+rule gallery:
+    input:
+        "notebooks/gallery.md",
+        EXECUTED,
+    output:
+        GALLERY,
+    log:
+        f"{BUILD}/logs/gallery.log",
+    run:
+        execute(input[0], output[0], {}, log[0])
 
 
 rule site:
     input:
         EXECUTED,
+        GALLERY,
         "_config.yml",
         "_toc.yml",
         "book/references.bib",

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from nona.heads import NONA, DenseHead, Projector
 from nona.softstep import PARAM_MODES, SOFTSTEP_FUNCTIONS, SoftStep

@@ -1,0 +1,89 @@
+"""The figure notebooks (synthetic surfaces, SoftStep shapes, FLOPs) execute in a smoke setting and publish their figures."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import jupytext
+import pytest
+
+from nona.runner import check_parameters, declared_parameters, run_notebook
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+# name -> (smoke parameters, figure ids it publishes). The smoke parameters match the
+# Snakefile's smoke profile; each run takes 10-15 s on a laptop CPU, mostly kernel start-up.
+FIGURE_NOTEBOOKS = {
+    "softstep_shapes": (
+        {"n_points": 200, "max_epochs": 3, "n_curves": 3},
+        ["softstep-shapes", "softstep-row-effect", "softstep-kept-neighbours"],
+    ),
+    "flops": (
+        {"max_log2_n": 6, "max_log2_n_timed": 6, "max_log2_d": 6, "fit_points": 2, "repeats": 1},
+        ["flops-scaling", "flops-wall-time"],
+    ),
+    "synthetic_surfaces": (
+        {"n_train": 200, "n_test": 100, "grid_size": 20, "max_epochs": 3, "hidden": 16},
+        ["synthetic-surfaces"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIGURE_NOTEBOOKS))
+def test_smoke_parameters_are_declared(name):
+    parameters, _ = FIGURE_NOTEBOOKS[name]
+    check_parameters(NOTEBOOKS / f"{name}.md", parameters)
+
+
+@pytest.mark.parametrize("name", sorted(FIGURE_NOTEBOOKS))
+def test_paired_ipynb_is_in_sync(name):
+    source = jupytext.read(NOTEBOOKS / f"{name}.md")
+    twin = jupytext.read(NOTEBOOKS / f"{name}.ipynb")
+    assert [c.source for c in source.cells] == [c.source for c in twin.cells], f"run: jupytext --to ipynb notebooks/{name}.md"
+    assert declared_parameters(source) == declared_parameters(twin)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(FIGURE_NOTEBOOKS))
+def test_notebook_executes_and_publishes_its_figures(name, tmp_path, monkeypatch):
+    parameters, figure_ids = FIGURE_NOTEBOOKS[name]
+    # The kernel inherits the environment: figures go to the temporary build tree, not build/.
+    monkeypatch.setenv("NONA_BUILD", str(tmp_path))
+    out = run_notebook(NOTEBOOKS / f"{name}.md", tmp_path / "executed" / f"{name}.ipynb", parameters, timeout=120)
+    executed = json.loads(out.read_text())
+    errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    for fig_id in figure_ids:
+        sidecar = json.loads((tmp_path / "site" / "figures" / f"{fig_id}.json").read_text())
+        assert sidecar["parameters"] == parameters
+        assert sidecar["caption"]
+        for ext in ("svg", "pdf", "png"):
+            assert (tmp_path / "site" / "figures" / f"{fig_id}.{ext}").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "bad", "message"),
+    [
+        ("softstep_shapes", {"a": 0.8, "b": 0.7}, "need 0 < a < b < 1"),
+        ("flops", {"max_log2_n_timed": 13}, "max_log2_n_timed must lie in"),
+        ("synthetic_surfaces", {"targets": ["linear", "sine"]}, "targets must be distinct names among"),
+    ],
+)
+@pytest.mark.slow
+def test_invalid_parameter_values_fail_with_the_valid_ones(name, bad, message, tmp_path, monkeypatch):
+    monkeypatch.setenv("NONA_BUILD", str(tmp_path))
+    out = tmp_path / "executed" / f"{name}.ipynb"
+    with pytest.raises(Exception, match=message):
+        run_notebook(NOTEBOOKS / f"{name}.md", out, bad, timeout=60)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("name", sorted(FIGURE_NOTEBOOKS))
+def test_smoke_parameters_match_the_snakefile(name):
+    snakefile = (NOTEBOOKS.parent / "Snakefile").read_text()
+    match = re.search(rf'^\s*"{name}": (\{{.*\}}),\s*$', snakefile, flags=re.M)
+    assert match, f"{name} is not registered (on one line) in BOOK_NOTEBOOKS of the Snakefile"
+    assert ast.literal_eval(match.group(1)).get("smoke") == FIGURE_NOTEBOOKS[name][0]
