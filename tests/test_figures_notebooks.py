@@ -7,7 +7,6 @@ import json
 import re
 from pathlib import Path
 
-import jupytext
 import pytest
 
 from nona.runner import check_parameters, declared_parameters, run_notebook
@@ -36,14 +35,6 @@ FIGURE_NOTEBOOKS = {
 def test_smoke_parameters_are_declared(name):
     parameters, _ = FIGURE_NOTEBOOKS[name]
     check_parameters(NOTEBOOKS / f"{name}.md", parameters)
-
-
-@pytest.mark.parametrize("name", sorted(FIGURE_NOTEBOOKS))
-def test_paired_ipynb_is_in_sync(name):
-    source = jupytext.read(NOTEBOOKS / f"{name}.md")
-    twin = jupytext.read(NOTEBOOKS / f"{name}.ipynb")
-    assert [c.source for c in source.cells] == [c.source for c in twin.cells], f"run: jupytext --to ipynb notebooks/{name}.md"
-    assert declared_parameters(source) == declared_parameters(twin)
 
 
 @pytest.mark.slow
