@@ -81,6 +81,9 @@ def execute(source, output, parameters, log):
 EXECUTED = [f"{BUILD}/executed/{name}.ipynb" for name in BOOK_NOTEBOOKS]
 EXECUTED += [f"{BUILD}/executed/finetune-{d}.ipynb" for d in DATASETS]
 EXECUTED.append(f"{BUILD}/executed/results.ipynb")
+# Statistics chapter, part 2: the same analysis on this build's own Table 1.
+if len(DATASETS) >= 2:
+    EXECUTED.append(f"{BUILD}/executed/statistics-build.ipynb")
 # The gallery lists every published figure, so it runs after every other notebook.
 GALLERY = f"{BUILD}/executed/gallery.ipynb"
 
@@ -152,6 +155,18 @@ rule results:
         f"{BUILD}/logs/results.log",
     run:
         execute(input[0], output[0], {"profile": PROFILE, "datasets": DATASETS, **SETTINGS["results"]}, log[0])
+
+
+rule statistics_build:
+    input:
+        "notebooks/statistics.md",
+        f"{BUILD}/executed/results.ipynb",
+    output:
+        f"{BUILD}/executed/statistics-build.ipynb",
+    log:
+        f"{BUILD}/logs/statistics-build.log",
+    run:
+        execute(input[0], output[0], {"results": f"{BUILD}/results/{PROFILE}/table1.csv"}, log[0])
 
 
 rule gallery:

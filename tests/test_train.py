@@ -98,3 +98,40 @@ def test_tuned_knn_selects_on_validation_and_uses_training_neighbours():
     assert params["n_neighbors"] in (3, 5, 7) and params["p"] in (1, 2)
     assert knn[-1].n_samples_fit_ == 200
     assert np.mean((knn.predict(z[250:]) - y[250:]) ** 2) < 0.5 * np.var(y[250:])
+
+
+class TinyBackbone(torch.nn.Module):
+    """A stand-in pretrained backbone: raw inputs are lists of numbers, embed is one linear layer."""
+
+    out_dim = 4
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(3, self.out_dim)
+
+    def transform(self, inputs, sample_rate=None):
+        return torch.as_tensor(np.asarray(inputs), dtype=torch.float32)
+
+    def forward(self, batch):
+        return self.linear(batch)
+
+
+def test_end_to_end_fine_tuning_updates_the_backbone_at_its_own_learning_rate():
+    from nona.train import RawInputs
+
+    rng = np.random.default_rng(0)
+    raw = rng.normal(size=(90, 3))
+    y = torch.as_tensor((raw[:, 0] > 0).astype(np.float32))
+    backbone = TinyBackbone()
+    before = backbone.linear.weight.detach().clone()
+    inputs = RawInputs(backbone, raw)
+    config = TrainConfig(head="nona", softstep="s2-pointwise", batch_size=16, max_epochs=3, lr=1e-2, backbone_lr=1e-3)
+    model = RegressionModel(backbone.out_dim, config, backbone=backbone)
+    result = fit(model, (inputs.subset(np.arange(60)), y[:60], inputs.subset(np.arange(60, 90)), y[60:]), config)
+    assert result.epochs_run == 3
+    assert not torch.equal(before, backbone.linear.weight.detach())
+    from nona.train import _optimizer
+
+    groups = _optimizer(model, config).param_groups
+    assert [g["lr"] for g in groups] == [1e-2, 1e-3]
+    assert sum(p.numel() for p in groups[1]["params"]) == sum(p.numel() for p in backbone.parameters())
