@@ -8,6 +8,8 @@ export PYTHONHASHSEED := 0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
+# The pipeline's tools (snakemake, jupyter-book, the kernel) come from the project's venv.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: setup test book site browser-test benchmark clean
 

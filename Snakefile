@@ -8,6 +8,7 @@
 import glob
 import json
 import os
+import sys
 
 PROFILE = config.get("profile", "quick")
 BUILD = os.environ.get("NONA_BUILD", "build")
@@ -77,6 +78,9 @@ def execute(source, output, parameters, log):
         tail = "\n".join(Path(log).read_text().splitlines()[-60:])
         raise RuntimeError(f"{source} failed (full log: {log}):\n{tail}")
 
+
+# Tools of the environment that runs Snakemake (the project's .venv), whatever PATH says.
+JUPYTER_BOOK = os.path.join(os.path.dirname(sys.executable), "jupyter-book")
 
 EXECUTED = [f"{BUILD}/executed/{name}.ipynb" for name in BOOK_NOTEBOOKS]
 EXECUTED += [f"{BUILD}/executed/finetune-{d}.ipynb" for d in DATASETS]
@@ -195,5 +199,5 @@ rule site:
         f"{BUILD}/logs/site.log",
     shell:
         "mkdir -p build/site && rm -rf _build/html && "
-        "jupyter-book build . --path-output . --builder html -W -n --keep-going > {log} 2>&1 "
+        "{JUPYTER_BOOK} build . --path-output . --builder html -W -n --keep-going > {log} 2>&1 "
         "|| (tail -n 80 {log} >&2; exit 1)"
