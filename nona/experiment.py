@@ -8,6 +8,7 @@ pair is complete; a re-run skips complete pairs.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import replace
@@ -133,12 +134,11 @@ def run_experiment(
             if loaded is None:
                 log(f"{dataset}: loading inputs (backbone_trainable={backbone_trainable})")
                 loaded = load_features(dataset, backbone_trainable, base.device)
-            inputs, labels, backbone = loaded
-            if backbone is not None:
+            inputs, labels, pretrained = loaded
+            backbone = None
+            if pretrained is not None:
                 # Each run fine-tunes its own copy of the pretrained backbone.
-                import copy
-
-                backbone = copy.deepcopy(loaded[2])
+                backbone = copy.deepcopy(pretrained)
                 inputs = RawInputs(backbone, inputs.inputs, inputs.sample_rate, inputs.device)
             config = replace(base, head=head, seed=seed)
             started = now()
