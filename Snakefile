@@ -61,7 +61,7 @@ def as_json(parameters):
     return json.dumps(parameters, sort_keys=True)
 
 
-def execute(source, output, parameters, log):
+def execute(source, output, parameters, log, title=None):
     """Execute one notebook with nona.runner; on failure show the log's tail and fail the job."""
     import subprocess
     import sys
@@ -73,6 +73,8 @@ def execute(source, output, parameters, log):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     with open(log, "w") as handle:
         command = [sys.executable, "-m", "nona.runner", source, output, "--parameters-json", as_json(parameters)]
+        if title:
+            command += ["--title", title]
         done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
     if done.returncode != 0:
         tail = "\n".join(Path(log).read_text().splitlines()[-60:])
@@ -112,6 +114,12 @@ rule notebook:
         execute(input[0], output[0], params.parameters, log[0])
 
 
+def finetune_title(dataset):
+    from nona.data import get_manifest
+
+    return f"Fine-tuning: {get_manifest(dataset)['title']}"
+
+
 def finetune_parameters(dataset, seeds=None):
     parameters = {"dataset": dataset, "profile": PROFILE, **SETTINGS["finetune"]}
     if seeds is not None:
@@ -146,7 +154,7 @@ rule finetune:
     wildcard_constraints:
         dataset="|".join(DATASETS),
     run:
-        execute(input[0], output[0], finetune_parameters(wildcards.dataset), log[0])
+        execute(input[0], output[0], finetune_parameters(wildcards.dataset), log[0], title=finetune_title(wildcards.dataset))
 
 
 rule results:
@@ -170,7 +178,8 @@ rule statistics_build:
     log:
         f"{BUILD}/logs/statistics-build.log",
     run:
-        execute(input[0], output[0], {"results": f"{BUILD}/results/{PROFILE}/table1.csv"}, log[0])
+        execute(input[0], output[0], {"results": f"{BUILD}/results/{PROFILE}/table1.csv"}, log[0],
+                title="Statistics of this build's results")
 
 
 rule gallery:

@@ -64,8 +64,27 @@ def check_parameters(source: str | Path, parameters: dict[str, Any]) -> dict[str
     return defaults
 
 
-def run_notebook(source: str | Path, output: str | Path, parameters: dict[str, Any] | None = None, timeout: int = 3600) -> Path:
-    """Execute ``source`` with ``parameters`` and publish it at ``output``; raises if any cell fails."""
+def retitle(notebook, title: str) -> None:
+    """Replace the notebook's first ``# `` heading, so that copies run with other parameters get their own page titles."""
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown" and cell.source.lstrip().startswith("# "):
+            lines = cell.source.lstrip().splitlines()
+            cell.source = "\n".join([f"# {title}"] + lines[1:])
+            return
+    raise ValueError("the notebook has no '# ' title heading to replace")
+
+
+def run_notebook(
+    source: str | Path,
+    output: str | Path,
+    parameters: dict[str, Any] | None = None,
+    timeout: int = 3600,
+    title: str | None = None,
+) -> Path:
+    """Execute ``source`` with ``parameters`` and publish it at ``output``; raises if any cell fails.
+
+    ``title`` replaces the page title of the published copy.
+    """
     import jupytext
     import papermill
 
@@ -73,6 +92,8 @@ def run_notebook(source: str | Path, output: str | Path, parameters: dict[str, A
     source, output = Path(source), Path(output)
     check_parameters(source, parameters)
     notebook = load_source(source)
+    if title:
+        retitle(notebook, title)
     notebook.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
     env_before = {k: os.environ.get(k) for k in (NOTEBOOK_ENV, PARAMETERS_ENV)}
     os.environ[NOTEBOOK_ENV] = output.stem
@@ -110,6 +131,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="a notebook parameter; VALUE is read as YAML (numbers, lists, booleans)")
     parser.add_argument("--parameters-json", default="{}", help="parameters as one JSON object")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
+    parser.add_argument("--title", default=None, help="page title of the published copy (replaces the first '# ' heading)")
     return parser.parse_args(argv)
 
 
@@ -119,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parameters = json.loads(args.parameters_json)
     parameters.update({name: yaml.safe_load(value) for name, value in args.parameter})
     try:
-        run_notebook(args.source, args.output, parameters, timeout=args.timeout)
+        run_notebook(args.source, args.output, parameters, timeout=args.timeout, title=args.title)
     except Exception as error:  # report and fail; the target was not published
         print(f"[nona.runner] FAILED {args.source}: {type(error).__name__}: {error}", file=sys.stderr)
         print(f"[nona.runner] {args.output} was not written.", file=sys.stderr)

@@ -96,3 +96,15 @@ def test_every_notebook_source_has_a_paired_ipynb_in_sync():
         ipynb_cells = [(c.cell_type, c.source.strip()) for c in ipynb.cells]
         assert md_cells == ipynb_cells, f"{twin.name} is out of sync with {source.name}: run `jupytext --to ipynb {source}`"
         assert all(not c.get("outputs") for c in ipynb.cells if c.cell_type == "code"), f"{twin.name} must be committed without outputs"
+
+
+def test_title_replaces_the_first_heading_of_the_published_copy(tmp_path):
+    source = write_notebook(tmp_path / "nb.md", "# Template\n\ntext\n\n```{code-cell} ipython3\n:tags: [parameters]\n\nx = 1\n```\n")
+    notebook = jupytext.read(source)
+    from nona.runner import retitle
+
+    retitle(notebook, "Fine-tuning: digits")
+    assert notebook.cells[0].source.splitlines()[0] == "# Fine-tuning: digits"
+    assert "text" in notebook.cells[0].source
+    with pytest.raises(ValueError, match="no '# ' title heading"):
+        retitle(jupytext.read(write_notebook(tmp_path / "bare.md", "text only\n")), "x")
