@@ -33,6 +33,10 @@ book: setup
 site: setup
 	$(VENV)/bin/snakemake --profile profiles/$(PROFILE) --forcerun site site
 
+# Needs Debian's chromium and chromium-driver (.ci/run installs them) and a built site.
+browser-test: setup
+	$(PY) -m pytest -m browser
+
 benchmark: setup
 	$(PY) benchmarks/head.py
 
