@@ -23,6 +23,17 @@ FORMATS = ("svg", "pdf", "png")
 _ID_PATTERN = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
+def bibtex_entry(record: dict, site_title: str = "NONA companion") -> str:
+    """A BibTeX entry that cites one published figure of this build."""
+    title = record["caption"].split(". ")[0].rstrip(".")
+    return (
+        f"@misc{{nonacompanion-{record['id']},\n  title = {{{title}}},\n"
+        f"  author = {{{{nona-companion contributors}}}},\n  year = {{{record['created'][:4]}}},\n"
+        f"  howpublished = {{{site_title}, figure {record['id']}}},\n"
+        f"  note = {{Made by notebook {record['notebook']} at commit {record['commit'][:12]}}}\n}}"
+    )
+
+
 class FigureOutput:
     """Notebook display of a published figure, rendered by MyST as a numbered figure with downloads."""
 
@@ -41,7 +52,8 @@ class FigureOutput:
             f"```{{figure}} {image}\n:name: fig-{self.fig_id}\n:alt: {self.caption}\n\n"
             f"{self.caption}\n\n"
             f'<span class="nona-figure-meta">Download: {links} · made by <code>{made_by}</code> '
-            f"at commit <code>{self.record['commit'][:12]}</code></span>\n```\n"
+            f"at commit <code>{self.record['commit'][:12]}</code></span>\n```\n\n"
+            f"````{{dropdown}} Cite this figure (BibTeX)\n```bibtex\n{bibtex_entry(self.record)}\n```\n````\n"
         )
 
 

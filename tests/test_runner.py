@@ -81,6 +81,7 @@ def test_publish_figure_writes_every_format_and_a_sidecar(tmp_path, monkeypatch)
     record = json.loads((tmp_path / "demo-line.json").read_text())
     assert record["notebook"] == "statistics" and record["parameters"] == {"alpha": 0.05}
     assert ":name: fig-demo-line" in shown._repr_markdown_()
+    assert "@misc{nonacompanion-demo-line" in shown._repr_markdown_()
     with pytest.raises(ValueError, match="lowercase words joined by hyphens"):
         publish_figure(fig, "Demo Line", caption="x")
 
