@@ -90,6 +90,7 @@ EXECUTED.append(f"{BUILD}/executed/results.ipynb")
 # Statistics chapter, part 2: the same analysis on this build's own Table 1.
 if len(DATASETS) >= 2:
     EXECUTED.append(f"{BUILD}/executed/statistics-build.ipynb")
+EXECUTED.append(f"{BUILD}/executed/home.ipynb")
 # The gallery lists every published figure, so it runs after every other notebook.
 GALLERY = f"{BUILD}/executed/gallery.ipynb"
 
@@ -167,6 +168,18 @@ rule results:
         f"{BUILD}/logs/results.log",
     run:
         execute(input[0], output[0], {"profile": PROFILE, "datasets": DATASETS, **SETTINGS["results"]}, log[0])
+
+
+rule home:
+    input:
+        "notebooks/home.md",
+        f"{BUILD}/executed/results.ipynb",
+    output:
+        f"{BUILD}/executed/home.ipynb",
+    log:
+        f"{BUILD}/logs/home.log",
+    run:
+        execute(input[0], output[0], {"profile": PROFILE}, log[0])
 
 
 rule statistics_build:

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "_build" / "html"
 SCREENSHOTS = ROOT / "build" / "screenshots"
 SKIPPED_PAGES = {"genindex.html", "search.html", "py-modindex.html"}
-REVIEW_PAGES = {"home": "book/intro.html", "results": "build/executed/results.html", "gallery": "build/executed/gallery.html"}
+REVIEW_PAGES = {"home": "build/executed/home.html", "results": "build/executed/results.html", "gallery": "build/executed/gallery.html"}
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
