@@ -157,25 +157,25 @@ def run_experiment(
     return per_seed_table(out_dir, heads, seeds)
 
 
+def _method_rows(record: dict) -> list[dict]:
+    # One run record holds two regressors: the head itself and k-NN on its embeddings.
+    return [{"dataset": record["dataset"], "method": name, "seed": record["seed"], "test_mse": record[key]}
+            for name, key in ((record["method"], "test_mse"), (record["knn_method"], "knn_test_mse"))]
+
+
 def per_seed_table(out_dir: str | Path, heads: list[str], seeds: list[int]) -> pd.DataFrame:
     """One row per (method, seed) with test MSE, read back from the records."""
     rows = []
     for head in heads:
         for seed in seeds:
             record = json.loads(run_path(out_dir, head, seed).read_text())
-            for name, key in ((record["method"], "test_mse"), (record["knn_method"], "knn_test_mse")):
-                rows.append({"dataset": record["dataset"], "method": name, "seed": seed, "test_mse": record[key],
-                             "epochs": record["epochs"], "seconds": record["train_seconds"]})
+            rows += [{**row, "epochs": record["epochs"], "seconds": record["train_seconds"]} for row in _method_rows(record)]
     return pd.DataFrame(rows)
 
 
 def collect_runs(runs_dir: str | Path) -> pd.DataFrame:
     """Every record under ``build/runs/<profile>/`` as one row per (dataset, method, seed)."""
-    rows = []
-    for path in sorted(Path(runs_dir).glob("*/*/seed*.json")):
-        record = json.loads(path.read_text())
-        for name, key in ((record["method"], "test_mse"), (record["knn_method"], "knn_test_mse")):
-            rows.append({"dataset": record["dataset"], "method": name, "seed": record["seed"], "test_mse": record[key]})
+    rows = [row for path in sorted(Path(runs_dir).glob("*/*/seed*.json")) for row in _method_rows(json.loads(path.read_text()))]
     if not rows:
         raise FileNotFoundError(f"no run records under {runs_dir}; run the pipeline first (make book)")
     return pd.DataFrame(rows)
@@ -186,3 +186,9 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
     grouped = runs.groupby(["dataset", "method"])["test_mse"]
     table = grouped.agg(mean="mean", std="std", n_seeds="count").reset_index()
     return table
+
+
+def relative_to_dense(table: pd.DataFrame) -> pd.DataFrame:
+    """Each method's mean test MSE divided by the dense head's, per dataset (columns in the paper's order)."""
+    wide = table.pivot(index="dataset", columns="method", values="mean")
+    return wide[[m for m in PAPER_METHODS if m in wide.columns]].div(wide["Dense"], axis=0)

@@ -83,3 +83,14 @@ def test_paper_profile_dry_run_lists_one_job_per_dataset_and_seed():
     assert done.returncode == 0, done.stderr[-3000:]
     counts = {line.split()[0]: int(line.split()[1]) for line in done.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
     assert counts["finetune_seed"] == 100 and counts["finetune"] == 10 and counts["results"] == 1
+
+
+def test_relative_to_dense_gives_the_papers_median_reduction():
+    from nona.experiment import relative_to_dense
+    from nona.reference import paper_table1
+
+    relative = relative_to_dense(paper_table1())
+    assert list(relative.columns) == ["Dense", "Dense + k-NN", "NONA", "NONA + k-NN"]
+    assert (relative["Dense"] == 1).all()
+    # Table 1's caption: "The median MSE reduction from dense layer prediction to NONA is 32.2%."
+    assert round(float(100 * (1 - relative["NONA"]).median()), 1) == 32.2
