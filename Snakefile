@@ -48,6 +48,7 @@ DATASETS = SETTINGS["datasets"]
 # Notebooks of the book that run once per profile: name -> parameters per
 # profile. Each runs from notebooks/<name>.md into build/executed/<name>.ipynb.
 BOOK_NOTEBOOKS = {
+    "method": {},
     "statistics": {},
     "datasets": {},
     "theory": {},

@@ -102,7 +102,7 @@ def test_every_figure_download_link_resolves(browser, site_url):
 
 
 def test_mathjax_renders_offline(browser, site_url):
-    load(browser, site_url + "book/method.html")
+    load(browser, site_url + "build/executed/method.html")
     browser.set_script_timeout(20)
     rendered = browser.execute_async_script(
         "const done = arguments[arguments.length - 1];"

@@ -1,4 +1,4 @@
-"""The figure notebooks (synthetic surfaces, SoftStep shapes, FLOPs) execute in a smoke setting and publish their figures."""
+"""The figure notebooks (method, synthetic surfaces, SoftStep shapes, FLOPs) execute in a smoke setting and publish their figures."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 # name -> (smoke parameters, figure ids it publishes). The smoke parameters match the
 # Snakefile's smoke profile; each run takes 10-15 s on a laptop CPU, mostly kernel start-up.
 FIGURE_NOTEBOOKS = {
+    "method": ({}, ["nona-block-diagram"]),
     "softstep_shapes": (
         {"n_points": 200, "max_epochs": 3, "n_curves": 3},
         ["softstep-shapes", "softstep-row-effect", "softstep-kept-neighbours"],
@@ -77,4 +78,4 @@ def test_smoke_parameters_match_the_snakefile(name):
     snakefile = (NOTEBOOKS.parent / "Snakefile").read_text()
     match = re.search(rf'^\s*"{name}": (\{{.*\}}),\s*$', snakefile, flags=re.M)
     assert match, f"{name} is not registered (on one line) in BOOK_NOTEBOOKS of the Snakefile"
-    assert ast.literal_eval(match.group(1)).get("smoke") == FIGURE_NOTEBOOKS[name][0]
+    assert ast.literal_eval(match.group(1)).get("smoke", {}) == FIGURE_NOTEBOOKS[name][0]
