@@ -182,16 +182,36 @@ def _optimizer(model: RegressionModel, config: TrainConfig) -> torch.optim.Optim
     return torch.optim.Adam(groups)
 
 
+def _check_sample_weight(sample_weight: Tensor, n_train: int) -> Tensor:
+    weights = torch.as_tensor(sample_weight, dtype=torch.float64)
+    if weights.shape != (n_train,):
+        raise ValueError(f"sample_weight must hold one weight per training point, shape ({n_train},), got {tuple(weights.shape)}")
+    if not torch.isfinite(weights).all():
+        raise ValueError("sample_weight contains NaN or inf; pass finite weights (e.g. from nona.baselines.knn_loss_weights)")
+    if (weights < 0).any() or not weights.sum() > 0:
+        raise ValueError("sample_weight must be non-negative with a positive sum; a negative weight would reward errors")
+    # Rescaled in float64, then rounded to float32: constant weights become exactly 1.0,
+    # so the weighted loss reproduces the unweighted one.
+    return (weights / weights.mean()).to(torch.float32)
+
+
 def fit(
     model: RegressionModel,
     data: tuple[Tensor | RawInputs, Tensor, Tensor | RawInputs, Tensor],
     config: TrainConfig,
     progress: bool = False,
+    sample_weight: Tensor | None = None,
 ) -> FitResult:
     """Train ``model`` on ``(x_train, y_train, x_val, y_val)``; restores the best validation state.
 
     ``x`` is a feature tensor (frozen backbone) or :class:`RawInputs` (the
-    model's backbone is fine-tuned end to end).
+    model's backbone is fine-tuned end to end). ``sample_weight`` (one
+    non-negative weight per training point, e.g.
+    :func:`nona.baselines.knn_loss_weights`) is rescaled to mean 1 and makes
+    each batch's loss ``mean(w_i * (y_hat_i - y_i) ** 2)``, so an epoch
+    estimates the weighted mean ``sum w r^2 / sum w``; uniform weights give the
+    unweighted fit. Validation MSE, early stopping and the recorded
+    ``train_mse`` stay unweighted.
     """
     x_train, y_train, x_val, y_val = data
     for name, y in (("y_train", y_train), ("y_val", y_val)):
@@ -199,11 +219,13 @@ def fit(
             raise ValueError(f"{name} contains NaN or inf labels; clean the labels before training")
     if len(x_train) != len(y_train) or len(x_val) != len(y_val):
         raise ValueError(f"inputs and labels differ in length: {len(x_train)} vs {len(y_train)} (train), {len(x_val)} vs {len(y_val)} (val)")
+    weights = None if sample_weight is None else _check_sample_weight(sample_weight, len(y_train))
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model.to(device)
     x_train, x_val = (x.to(device) if isinstance(x, Tensor) else x for x in (x_train, x_val))
     y_train, y_val = y_train.to(device), y_val.to(device)
+    weights = None if weights is None else weights.to(device)
     optimizer = _optimizer(model, config)
     generator = torch.Generator().manual_seed(config.seed)
     best_state, best_val, best_epoch, waited = None, float("inf"), 0, 0
@@ -222,11 +244,17 @@ def fit(
             stop = starts[i + 1] if i + 1 < len(starts) else len(order)
             idx = order[start:stop]
             prediction = model.train_step_prediction(_take(x_train, idx), y_train[idx])
-            loss = torch.nn.functional.mse_loss(prediction, y_train[idx])
+            if weights is None:
+                loss = torch.nn.functional.mse_loss(prediction, y_train[idx])
+                batch_mse = loss.item()
+            else:
+                squared = torch.nn.functional.mse_loss(prediction, y_train[idx], reduction="none")
+                loss = torch.mean(weights[idx] * squared)
+                batch_mse = squared.mean().item()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(idx)
+            total += batch_mse * len(idx)
             count += len(idx)
         val = mse(predict(model, x_val, x_train, y_train), y_val)
         history["train_mse"].append(total / count)
