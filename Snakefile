@@ -21,6 +21,7 @@ PROFILES = {
         "datasets": ["digits-rotation", "vader-valence", "heart-rate-audio"],
         "finetune": {"seeds": [0, 1, 2], "max_epochs": 60, "patience": 10, "device": "cpu"},
         "results": {"umap_dataset": "digits-rotation"},
+        "ablation": {"dataset": "digits-rotation", "seeds": [0, 1, 2], "values": {}, "frozen": True},
         "per_seed_jobs": False,
         "site": True,
     },
@@ -29,13 +30,18 @@ PROFILES = {
         "finetune": {"seeds": list(range(10)), "max_epochs": 1000, "patience": 10, "device": "cuda",
                      "backbone_trainable": True},
         "results": {"umap_dataset": "rsna-bone-age"},
+        "ablation": {"dataset": "rsna-bone-age", "seeds": [0, 1, 2], "values": {}, "frozen": False},
         "per_seed_jobs": True,
         "site": True,
     },
     "smoke": {
         "datasets": ["synthetic-2d"],
-        "finetune": {"seeds": [0, 1], "max_epochs": 3, "patience": 2, "device": "cpu", "batch_size": 64},
+        "finetune": {"seeds": [0, 1], "max_epochs": 3, "patience": 2, "device": "cpu"},
         "results": {"umap_dataset": "synthetic-2d"},
+        # Two candidates for most stages keep the smoke test short.
+        "ablation": {"dataset": "synthetic-2d", "seeds": [0, 1], "frozen": True, "values": {
+            "similarity": ["l2", "cos", "rbf"], "softstep": ["none", "s2-pointwise"], "batch_size": [32, 64],
+            "embed_dim": [25], "dense_embed_dim": [25], "dense_batch_size": [32, 64]}},
         "per_seed_jobs": False,
         "site": False,
     },
@@ -62,24 +68,26 @@ def as_json(parameters):
     return json.dumps(parameters, sort_keys=True)
 
 
-def execute(source, output, parameters, log, title=None):
-    """Execute one notebook with nona.runner; on failure show the log's tail and fail the job."""
+def python_job(arguments, log):
+    """Run ``python -m <arguments>`` with one thread, logging to ``log``; on failure show the log's tail."""
+    # One BLAS/OpenMP thread per job: Snakemake runs jobs side by side on the
+    # cores, and oversubscribed torch threads made feature extraction ~10x slower.
     import subprocess
-    import sys
     from pathlib import Path
 
     Path(log).parent.mkdir(parents=True, exist_ok=True)
-    # One BLAS/OpenMP thread per job: Snakemake runs jobs side by side on the
-    # cores, and oversubscribed torch threads made feature extraction ~10x slower.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     with open(log, "w") as handle:
-        command = [sys.executable, "-m", "nona.runner", source, output, "--parameters-json", as_json(parameters)]
-        if title:
-            command += ["--title", title]
-        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        done = subprocess.run([sys.executable, "-m", *arguments], stdout=handle, stderr=subprocess.STDOUT, env=env)
     if done.returncode != 0:
-        tail = "\n".join(Path(log).read_text().splitlines()[-60:])
-        raise RuntimeError(f"{source} failed (full log: {log}):\n{tail}")
+        tail = "\n".join(Path(log).read_text().splitlines()[-40:])
+        raise RuntimeError(f"python -m {' '.join(arguments[:2])} failed (full log: {log}):\n{tail}")
+
+
+def execute(source, output, parameters, log, title=None):
+    """Execute one notebook with nona.runner; on failure show the log's tail and fail the job."""
+    arguments = ["nona.runner", source, output, "--parameters-json", as_json(parameters)]
+    python_job(arguments + (["--title", title] if title else []), log)
 
 
 # Tools of the environment that runs Snakemake (the project's .venv), whatever PATH says.
@@ -88,6 +96,7 @@ JUPYTER_BOOK = os.path.join(os.path.dirname(sys.executable), "jupyter-book")
 EXECUTED = [f"{BUILD}/executed/{name}.ipynb" for name in BOOK_NOTEBOOKS]
 EXECUTED += [f"{BUILD}/executed/finetune-{d}.ipynb" for d in DATASETS]
 EXECUTED.append(f"{BUILD}/executed/results.ipynb")
+EXECUTED.append(f"{BUILD}/executed/ablation.ipynb")
 # Statistics chapter, part 2: the same analysis on this build's own Table 1.
 if len(DATASETS) >= 2:
     EXECUTED.append(f"{BUILD}/executed/statistics-build.ipynb")
@@ -116,6 +125,103 @@ rule notebook:
         execute(input[0], output[0], params.parameters, log[0])
 
 
+# The serialized ablation (Section 6.1, Appendix B): one job per (stage,
+# candidate, seed); a stage's jobs need the previous stage's winner.json, so
+# they start only once it is selected. The main comparison then uses the
+# selected configuration (selected.json) on every dataset of the profile.
+from nona.ablation import ablation_plan, get_stage, paper_choice_stage, previous_stage
+
+ABLATION = SETTINGS["ablation"]
+ABLATION_ROOT = f"{BUILD}/ablation/{PROFILE}/{ABLATION['dataset']}"
+ABLATION_PLAN = ablation_plan(ABLATION["values"])
+ABLATION_FEATURES = f"{ABLATION_ROOT}/features.pt" if ABLATION["frozen"] else None
+SELECTED = f"{ABLATION_ROOT}/selected.json"
+LAST_NONA_STAGE = [s for s in ABLATION_PLAN if s.serial][-1].name
+
+
+def ablation_runs(stage_name):
+    stage = get_stage(ABLATION_PLAN, stage_name)
+    return [f"{ABLATION_ROOT}/{stage.name}/{label}/seed{seed}.json" for label in stage.labels() for seed in ABLATION["seeds"]]
+
+
+def ablation_run_inputs(wc):
+    # paper-choice runs after the last stage so that it can reuse an identical run.
+    before = LAST_NONA_STAGE if wc.stage == "paper-choice" else getattr(previous_stage(ABLATION_PLAN, wc.stage), "name", None)
+    inputs = [f"{ABLATION_ROOT}/{before}/winner.json"] if before else []
+    return inputs + ([ABLATION_FEATURES] if ABLATION_FEATURES else [])
+
+
+rule ablation_features:
+    output:
+        f"{ABLATION_ROOT}/features.pt",
+    log:
+        f"{BUILD}/logs/ablation/features.log",
+    run:
+        python_job(["nona.ablation", "features", "--dataset", ABLATION["dataset"], "--out", output[0]], log[0])
+
+
+rule ablation_run:
+    input:
+        ablation_run_inputs,
+    output:
+        f"{ABLATION_ROOT}/{{stage}}/{{candidate}}/seed{{seed}}.json",
+    log:
+        f"{BUILD}/logs/ablation/{{stage}}-{{candidate}}-seed{{seed}}.log",
+    wildcard_constraints:
+        stage="|".join([s.name for s in ABLATION_PLAN] + ["paper-choice"]),
+        candidate="[^/]+",
+        seed=r"\d+",
+    resources:
+        gpu=1,
+    params:
+        train={k: v for k, v in SETTINGS["finetune"].items() if k != "seeds"},
+    run:
+        arguments = ["nona.ablation", "run", "--root", ABLATION_ROOT, "--values-json", as_json(ABLATION["values"]),
+                     "--stage", wildcards.stage, "--candidate", wildcards.candidate, "--seed", wildcards.seed,
+                     "--dataset", ABLATION["dataset"], "--profile", PROFILE, "--train-json", as_json(params.train)]
+        python_job(arguments + (["--features", ABLATION_FEATURES] if ABLATION_FEATURES else []), log[0])
+
+
+rule ablation_select:
+    input:
+        lambda wc: ablation_runs(wc.stage),
+    output:
+        f"{ABLATION_ROOT}/{{stage}}/winner.json",
+    wildcard_constraints:
+        stage="|".join(s.name for s in ABLATION_PLAN),
+    run:
+        from nona.ablation import write_selection
+
+        write_selection(ABLATION_ROOT, ABLATION_PLAN, wildcards.stage, ABLATION["seeds"])
+
+
+rule ablation_selected:
+    input:
+        f"{ABLATION_ROOT}/{LAST_NONA_STAGE}/winner.json",
+        f"{ABLATION_ROOT}/dense-grid/winner.json",
+    output:
+        SELECTED,
+    run:
+        from nona.ablation import write_selected
+
+        write_selected(ABLATION_ROOT, ABLATION_PLAN, ABLATION["dataset"], PROFILE)
+
+
+rule ablation:
+    input:
+        "notebooks/ablation.md",
+        SELECTED,
+        [f"{ABLATION_ROOT}/{s.name}/winner.json" for s in ABLATION_PLAN],
+        ablation_runs("paper-choice"),
+    output:
+        f"{BUILD}/executed/ablation.ipynb",
+    log:
+        f"{BUILD}/logs/ablation.log",
+    run:
+        execute(input[0], output[0], {"dataset": ABLATION["dataset"], "profile": PROFILE, "seeds": ABLATION["seeds"],
+                                      "values": ABLATION["values"]}, log[0])
+
+
 def finetune_title(dataset):
     from nona.data import get_manifest
 
@@ -123,7 +229,7 @@ def finetune_title(dataset):
 
 
 def finetune_parameters(dataset, seeds=None):
-    parameters = {"dataset": dataset, "profile": PROFILE, **SETTINGS["finetune"]}
+    parameters = {"dataset": dataset, "profile": PROFILE, "ablation": SELECTED, **SETTINGS["finetune"]}
     if seeds is not None:
         parameters["seeds"] = seeds
     return parameters
@@ -134,6 +240,7 @@ def finetune_parameters(dataset, seeds=None):
 rule finetune_seed:
     input:
         "notebooks/finetune.md",
+        SELECTED,
     output:
         f"{BUILD}/executed/seeds/finetune-{{dataset}}-seed{{seed}}.ipynb",
     log:
@@ -147,6 +254,7 @@ rule finetune_seed:
 rule finetune:
     input:
         "notebooks/finetune.md",
+        SELECTED,
         lambda wc: [f"{BUILD}/executed/seeds/finetune-{wc.dataset}-seed{s}.ipynb" for s in SETTINGS["finetune"]["seeds"]]
         if SETTINGS["per_seed_jobs"] else [],
     output:

@@ -118,19 +118,30 @@ def run_experiment(
     out_dir: str | Path,
     backbone_trainable: bool = False,
     log=print,
+    head_configs: dict[str, dict[str, Any]] | None = None,
 ) -> pd.DataFrame:
-    """Run every missing (head, seed) pair of ``dataset`` and return the per-seed table of all pairs."""
+    """Run every missing (head, seed) pair of ``dataset`` and return the per-seed table of all pairs.
+
+    ``head_configs`` overrides settings of ``base`` per head (e.g. the
+    configuration an ablation selected). A record made with other settings
+    than those requested is trained again.
+    """
     for head in heads:
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; valid values are: {', '.join(HEADS)}")
     out_dir = Path(out_dir)
     loaded = None
     for head in heads:
+        overrides = {k: v for k, v in (head_configs or {}).get(head, {}).items() if k != "head"}
         for seed in seeds:
             path = run_path(out_dir, head, seed)
+            config = replace(base, **overrides, head=head, seed=seed)
+            wanted = {**config.to_dict(), "backbone_trainable": backbone_trainable}
             if path.exists():
-                log(f"{dataset}: {head} seed {seed} is complete ({path}); skipped")
-                continue
+                if json.loads(path.read_text())["config"] == wanted:
+                    log(f"{dataset}: {head} seed {seed} is complete ({path}); skipped")
+                    continue
+                log(f"{dataset}: {head} seed {seed} has a record made with other settings ({path}); training again")
             if loaded is None:
                 log(f"{dataset}: loading inputs (backbone_trainable={backbone_trainable})")
                 loaded = load_features(dataset, backbone_trainable, base.device)
@@ -140,13 +151,12 @@ def run_experiment(
                 # Each run fine-tunes its own copy of the pretrained backbone.
                 backbone = copy.deepcopy(pretrained)
                 inputs = RawInputs(backbone, inputs.inputs, inputs.sample_rate, inputs.device)
-            config = replace(base, head=head, seed=seed)
             started = now()
             log(f"{dataset}: training {head} seed {seed}")
             record, arrays = run_one(inputs, labels, config, backbone)
             record.update({
                 "dataset": dataset, "profile": profile, "head": head, "seed": seed,
-                "config": {**config.to_dict(), "backbone_trainable": backbone_trainable},
+                "config": wanted,
                 "provenance": {"versions": package_versions(), "commit": git_commit(), "device": str(resolve_device(config.device)),
                                "started": started, "finished": now()},
             })

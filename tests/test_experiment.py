@@ -41,6 +41,22 @@ def test_records_resume_and_aggregate(tmp_path):
     assert (summary.n_seeds == 2).all()
 
 
+def test_head_configs_override_per_head_and_changed_settings_retrain(tmp_path):
+    logs = []
+    selected = {"nona": {"head": "nona", "similarity": "cos", "softstep": "none", "batch_size": 32, "embed_dim": 8},
+                "dense": {"head": "dense", "batch_size": 128, "embed_dim": 4}}
+    run_experiment("synthetic-2d", "smoke", [0], ["dense", "nona"], FAST, tmp_path, log=logs.append, head_configs=selected)
+    nona = json.loads(run_path(tmp_path, "nona", 0).read_text())["config"]
+    dense = json.loads(run_path(tmp_path, "dense", 0).read_text())["config"]
+    assert (nona["similarity"], nona["softstep"], nona["batch_size"], nona["embed_dim"]) == ("cos", "none", 32, 8)
+    assert (dense["head"], dense["batch_size"], dense["embed_dim"]) == ("dense", 128, 4)
+
+    logs.clear()
+    run_experiment("synthetic-2d", "smoke", [0], ["dense", "nona"], FAST, tmp_path, log=logs.append)
+    assert sum("other settings" in line for line in logs) == 2
+    assert json.loads(run_path(tmp_path, "nona", 0).read_text())["config"]["embed_dim"] == FAST.embed_dim
+
+
 def test_interrupted_run_leaves_no_partial_record(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -83,6 +99,9 @@ def test_paper_profile_dry_run_lists_one_job_per_dataset_and_seed():
     assert done.returncode == 0, done.stderr[-3000:]
     counts = {line.split()[0]: int(line.split()[1]) for line in done.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
     assert counts["finetune_seed"] == 100 and counts["finetune"] == 10 and counts["results"] == 1
+    # The ablation on RSNA: (5 similarities + 5 SoftSteps + 4 batch sizes + 3 dimensions + 12 dense cells
+    # + the paper's choice) x 3 seeds, four stage selections plus the dense grid's.
+    assert counts["ablation_run"] == 90 and counts["ablation_select"] == 5 and "ablation_features" not in counts
 
 
 def test_relative_to_dense_gives_the_papers_median_reduction():
