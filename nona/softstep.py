@@ -5,6 +5,11 @@ The mask functions work on normalised similarities ``x`` in [0, 1]:
 * ``S1(x; a, b, t)`` is 0 up to the rejection threshold ``a``, 1 from ``b``
   on, and ``(x-a)^(1/t) / ((x-a)^(1/t) + (b-x)^(1/t))`` in between.
 * ``S2(x; b, t)`` is ``(x/b)^((b-x) t/(1-t))`` below ``b`` and 1 from ``b`` on.
+* ``lu`` is the follow-up paper's SoftStep with transition bounds ``l < u``:
+  the S1 curve with ``a = l`` and ``b = u``, where ``l`` is learned directly
+  (not clipped below the best neighbour) because the rows are normalised over
+  the valid neighbours only, so the nearest valid neighbour sits at ``x = 1``
+  and is never rejected. See :class:`SoftStep`.
 
 Everything is computed as a log-mask, because the module returns
 ``sim + log(mask)`` and a mask of 0 must become ``-inf`` without producing a
@@ -16,8 +21,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-SOFTSTEP_FUNCTIONS = ("s1", "s2")
+SOFTSTEP_FUNCTIONS = ("s1", "s2", "lu")
 PARAM_MODES = ("global", "pointwise")
+# Learned parameters per function: S1 (a0, b0, t), S2 (b0, t), lu (l, u0, t).
+N_PARAMS = {"s1": 3, "s2": 2, "lu": 3}
 
 # Keeps t strictly inside (0, 1): t/(1-t) and 1/t stay finite.
 T_MARGIN = 1e-4
@@ -71,10 +78,21 @@ def _as_tensors(x: Tensor, *params: Tensor | float) -> tuple[Tensor, ...]:
     return (x, *(torch.as_tensor(p, dtype=x.dtype, device=x.device) for p in params))
 
 
-def minmax_normalise(sim: Tensor) -> Tensor:
-    """Row-wise min-max normalisation to [0, 1]; a flat row (max == min) maps to all ones."""
-    low = sim.amin(dim=1, keepdim=True)
-    span = sim.amax(dim=1, keepdim=True) - low
+def minmax_normalise(sim: Tensor, self_index: Tensor | None = None) -> Tensor:
+    """Row-wise min-max normalisation to [0, 1]; a flat row (max == min) maps to all ones.
+
+    With ``self_index`` the minimum and maximum of row i skip its own column
+    ``self_index[i]``, whose normalised value may then fall outside [0, 1].
+    """
+    if self_index is None:
+        low = sim.amin(dim=1, keepdim=True)
+        high = sim.amax(dim=1, keepdim=True)
+    else:
+        rows = torch.arange(sim.shape[0], device=sim.device)
+        inf = torch.tensor(float("inf"), dtype=sim.dtype, device=sim.device)
+        low = sim.index_put((rows, self_index), inf).amin(dim=1, keepdim=True)
+        high = sim.index_put((rows, self_index), -inf).amax(dim=1, keepdim=True)
+    span = high - low
     flat = span <= 0
     # A flat row has every neighbour equally near, hence all are "the nearest".
     return torch.where(flat, torch.ones_like(sim), (sim - low) / torch.where(flat, torch.ones_like(span), span))
@@ -83,10 +101,21 @@ def minmax_normalise(sim: Tensor) -> Tensor:
 class SoftStep(nn.Module):
     """Learned SoftStep mask: returns ``sim + log(mask(normalised sim))`` (paper 000, Algorithm 1).
 
-    ``fn`` is ``"s1"`` or ``"s2"``; ``params`` is ``"global"`` (learned scalars
-    through a sigmoid) or ``"pointwise"`` (a sigmoid of a linear layer of the
-    query embedding, which then needs ``dim``). ``eps`` is the margin of S1's
-    rejection threshold below the best neighbour.
+    ``fn`` is ``"s1"``, ``"s2"`` or ``"lu"``; ``params`` is ``"global"``
+    (learned scalars through a sigmoid) or ``"pointwise"`` (a sigmoid of a
+    linear layer of the query embedding, which then needs ``dim``). ``eps`` is
+    the margin of S1's rejection threshold below the best neighbour.
+
+    ``"lu"`` is the follow-up paper's parameterisation by transition bounds:
+    from sigmoids ``(p0, p1, t)`` it sets ``l = min(p0, 1 - T_MARGIN)`` and
+    ``u = l + p1 (1 - l)``, so ``0 < l <= u <= 1``, and the mask is 0 for
+    ``x <= l``, 1 for ``x >= u`` and
+    ``(x-l)^(1/t) / ((x-l)^(1/t) + (u-x)^(1/t))`` in between (``t -> 0``: a hard
+    step at ``(l+u)/2``; ``t -> 1``: a linear ramp from l to u). Unlike S1's
+    ``(a, b)``, the row-wise min-max normalisation skips each row's own entry
+    (training), so the best valid neighbour sits at ``x = 1 >= u`` and keeps
+    full weight; ``l`` is therefore used as learned, without S1's clipping
+    below the best neighbour and its ``eps`` margin.
     """
 
     def __init__(self, fn: str = "s2", params: str = "global", dim: int | None = None, eps: float = 1e-6) -> None:
@@ -99,8 +128,7 @@ class SoftStep(nn.Module):
         self.params = params
         self.dim = dim
         self.eps = eps
-        # S1 learns (a0, b0, t); S2 learns (b0, t).
-        self.n_params = 3 if fn == "s1" else 2
+        self.n_params = N_PARAMS[fn]
         if params == "pointwise":
             if dim is None or dim < 1:
                 raise ValueError("pointwise SoftStep needs the embedding dimension: SoftStep(..., params='pointwise', dim=d)")
@@ -123,11 +151,20 @@ class SoftStep(nn.Module):
 
     def log_mask(self, sim: Tensor, z: Tensor, self_index: Tensor | None = None) -> Tensor:
         """log of the SoftStep mask for each entry of ``sim``; ``self_index[i]`` is row i's own column, if any."""
-        x = minmax_normalise(sim)
+        # Algorithm 1 normalises S1 and S2 over the whole row, own entry included.
+        x = minmax_normalise(sim, self_index if self.fn == "lu" else None)
+        return self.log_step(x, z, self_index)
+
+    def log_step(self, x: Tensor, z: Tensor, self_index: Tensor | None = None) -> Tensor:
+        """log SoftStep(x) for scores ``x`` already normalised to [0, 1] (e.g. soft ranks), row parameters from ``z``."""
         p = self.parameters_for(z)
         t = p[:, -1:].clamp(T_MARGIN, 1.0 - T_MARGIN)
         if self.fn == "s2":
             return log_s2(x, p[:, 0:1], t)
+        if self.fn == "lu":
+            # l < 1 keeps the best valid neighbour (x = 1) above the rejection bound.
+            low = p[:, 0:1].clamp(max=1.0 - T_MARGIN)
+            return log_s1(x, low, low + p[:, 1:2] * (1.0 - low), t)
         if self_index is None:
             top = x.amax(dim=1, keepdim=True)
         else:
@@ -141,3 +178,14 @@ class SoftStep(nn.Module):
     def forward(self, sim: Tensor, z: Tensor, self_index: Tensor | None = None) -> Tensor:
         """``sim + log(mask)``: similarities shifted down by the learned mask."""
         return sim + self.log_mask(sim, z, self_index)
+
+
+def softstep_from_spec(spec: str, dim: int | None = None) -> SoftStep | None:
+    """The SoftStep named by ``"<fn>-<params>"`` (e.g. ``"lu-global"``), or None for ``"none"``."""
+    if spec == "none":
+        return None
+    fn, _, params = spec.partition("-")
+    if fn not in SOFTSTEP_FUNCTIONS or params not in PARAM_MODES:
+        valid = ["none"] + [f"{f}-{m}" for f in SOFTSTEP_FUNCTIONS for m in PARAM_MODES]
+        raise ValueError(f"unknown SoftStep spec {spec!r}; expected one of {', '.join(valid)}")
+    return SoftStep(fn=fn, params=params, dim=dim)

@@ -17,10 +17,13 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from nona.heads import NONA, DenseHead, Projector
-from nona.softstep import PARAM_MODES, SOFTSTEP_FUNCTIONS, SoftStep
+from nona.neighbour_heads import NCA, DifferentiableKNN
+from nona.softstep import PARAM_MODES, SOFTSTEP_FUNCTIONS, softstep_from_spec
 from nona.similarity import SIMILARITIES
 
-HEADS = ("dense", "nona")
+HEADS = ("dense", "nona", "nca", "dknn")
+# Heads that predict from neighbours (NONA and its subclasses in nona.neighbour_heads), with their names.
+NEIGHBOUR_HEADS = {"nona": "NONA", "nca": "NCA", "dknn": "differentiable k-NN"}
 SOFTSTEP_CHOICES = ("none",) + tuple(f"{fn}-{mode}" for fn in SOFTSTEP_FUNCTIONS for mode in PARAM_MODES)
 
 
@@ -48,8 +51,14 @@ class TrainConfig:
         for name in ("embed_dim", "hidden", "batch_size", "max_epochs", "patience"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.head == "nona" and self.batch_size < 2:
-            raise ValueError("the NONA head needs batch_size >= 2: each point's neighbours are the rest of its batch")
+        if self.head in NEIGHBOUR_HEADS and self.batch_size < 2:
+            raise ValueError(
+                f"the {NEIGHBOUR_HEADS[self.head]} head needs batch_size >= 2: each point's neighbours are the rest of its batch"
+            )
+        if self.head == "nca" and self.similarity != "rbf":
+            raise ValueError(f"the NCA head is defined on the rbf similarity; set similarity='rbf' (got {self.similarity!r})")
+        if self.head == "dknn" and self.softstep == "none":
+            raise ValueError("the dknn head learns its k through SoftStep and needs one: set softstep to e.g. 'lu-global'")
         for name in ("lr", "backbone_lr"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -76,7 +85,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 class RegressionModel(nn.Module):
-    """Optional backbone -> Projector -> head (dense or NONA)."""
+    """Optional backbone -> Projector -> head (dense, NONA, NCA or differentiable k-NN)."""
 
     def __init__(self, in_dim: int, config: TrainConfig, backbone: nn.Module | None = None) -> None:
         super().__init__()
@@ -88,16 +97,23 @@ class RegressionModel(nn.Module):
             self.projector = Projector(in_dim, dim=config.embed_dim, hidden=config.hidden)
             if config.head == "dense":
                 self.head: nn.Module = DenseHead(config.embed_dim)
+            elif config.head == "nca":
+                self.head = NCA(softstep=softstep_from_spec(config.softstep, config.embed_dim))
+            elif config.head == "dknn":
+                # Ranks scaled by a full training batch's neighbour count, so the learned k
+                # means the same number of neighbours against the (larger) training set.
+                self.head = DifferentiableKNN(
+                    similarity=config.similarity,
+                    softstep=softstep_from_spec(config.softstep, config.embed_dim),
+                    max_rank=max(config.batch_size - 2, 1),
+                )
             else:
-                softstep = None
-                if config.softstep != "none":
-                    fn, mode = config.softstep.split("-")
-                    softstep = SoftStep(fn=fn, params=mode, dim=config.embed_dim)
+                softstep = softstep_from_spec(config.softstep, config.embed_dim)
                 self.head = NONA(similarity=config.similarity, softstep=softstep)
 
     @property
-    def is_nona(self) -> bool:
-        """Whether the head predicts from neighbours."""
+    def predicts_from_neighbours(self) -> bool:
+        """Whether the head predicts from neighbours (NONA, NCA, differentiable k-NN) rather than from z alone."""
         return isinstance(self.head, NONA)
 
     def embed(self, x: Tensor) -> Tensor:
@@ -106,9 +122,9 @@ class RegressionModel(nn.Module):
         return self.projector(features)
 
     def train_step_prediction(self, x: Tensor, y: Tensor) -> Tensor:
-        """Training predictions: NONA uses the batch as its own neighbour set."""
+        """Training predictions: a neighbour head uses the batch as its own neighbour set."""
         z = self.embed(x)
-        return self.head(z, z, y, exclude_self=True) if self.is_nona else self.head(z)
+        return self.head(z, z, y, exclude_self=True) if self.predicts_from_neighbours else self.head(z)
 
 
 class RawInputs:
@@ -160,10 +176,10 @@ def embed_all(model: RegressionModel, x: Tensor | RawInputs, batch_size: int = 4
 
 @torch.no_grad()
 def predict(model: RegressionModel, x: Tensor | RawInputs, x_train: Tensor | RawInputs, y_train: Tensor) -> Tensor:
-    """Predictions for ``x``; a NONA head uses the training set's embeddings, computed once, as neighbours."""
+    """Predictions for ``x``; a neighbour head uses the training set's embeddings, computed once, as neighbours."""
     model.eval()
     z = embed_all(model, x)
-    if not model.is_nona:
+    if not model.predicts_from_neighbours:
         return model.head(z)
     return model.head(z, embed_all(model, x_train), y_train)
 
