@@ -1,9 +1,16 @@
-"""The paper's experiment (Section 5) for one dataset: both heads over several seeds, with k-NN on their embeddings.
+"""The paper's experiment (Section 5) for one dataset: every head over several seeds, with two-stage baselines.
 
-For each (head, seed) it writes ``<out_dir>/<head>/seed<k>.json`` (metrics,
+For each (run, seed) it writes ``<out_dir>/<run>/seed<k>.json`` (metrics,
 config, split sizes, provenance) and ``seed<k>.npz`` (final embeddings and
 labels). The JSON is written last and atomically, so its presence means the
-pair is complete; a re-run skips complete pairs.
+pair is complete; a re-run skips complete pairs made with the same settings.
+
+The runs ``dense`` and ``nona`` give the paper's four regressors (each head,
+and a tuned k-NN on its embeddings). The *extensions* go beyond the paper:
+the follow-up paper's heads (``nca``, ``dknn``), the dense head trained with
+k-NN-guided loss weights (``dense-knnw``), and, on the paper heads'
+embeddings, NNK regression and the test-time interpolation of the dense head
+with its k-NN.
 """
 
 from __future__ import annotations
@@ -21,15 +28,40 @@ import torch
 
 from nona.atomic import atomic_path, write_json
 from nona.provenance import git_commit, now, package_versions
-from nona.train import HEADS, RawInputs, RegressionModel, TrainConfig, embed_all, fit, mse, predict, resolve_device, tuned_knn
+from nona.train import RawInputs, RegressionModel, TrainConfig, embed_all, fit, mse, predict, resolve_device, tuned_knn
 
-METHOD_NAMES = {"dense": "Dense", "nona": "NONA"}
+# Runs of the experiment: the settings that define each, and whose selected
+# configuration (batch size, embedding dimension) it inherits.
+RUNS: dict[str, dict[str, Any]] = {
+    "dense": {"head": "dense"},
+    "nona": {"head": "nona"},
+    "nca": {"head": "nca", "similarity": "rbf", "softstep": "lu-pointwise"},
+    "dknn": {"head": "dknn", "softstep": "lu-pointwise"},
+    "dense-knnw": {"head": "dense", "loss_weights": "knn"},
+}
+PAPER_RUNS = ("dense", "nona")
+INHERITS = {"nca": "nona", "dknn": "nona", "dense-knnw": "dense"}
+METHOD_NAMES = {"dense": "Dense", "nona": "NONA", "nca": "NCA + SoftStep", "dknn": "Diff. k-NN + SoftStep",
+                "dense-knnw": "Dense, k-NN-weighted loss"}
 PAPER_METHODS = ("Dense", "Dense + k-NN", "NONA", "NONA + k-NN")
+EXTENSION_METHODS = ("NCA + SoftStep", "Diff. k-NN + SoftStep", "Dense, k-NN-weighted loss",
+                     "Dense + NNK", "NONA + NNK", "Dense ⊕ k-NN")
 
 
-def method_name(head: str, knn: bool = False) -> str:
-    """The paper's name of a head's row: ``Dense``, ``Dense + k-NN``, ``NONA``, ``NONA + k-NN``."""
-    return METHOD_NAMES[head] + (" + k-NN" if knn else "")
+def method_name(run: str, knn: bool = False) -> str:
+    """The name of a run's row, e.g. ``Dense``, ``NONA + k-NN`` (the paper's) or ``NCA + SoftStep``."""
+    return METHOD_NAMES[run] + (" + k-NN" if knn else "")
+
+
+def run_config(run: str, base: TrainConfig, head_configs: dict[str, dict[str, Any]] | None = None, seed: int = 0) -> TrainConfig:
+    """The training configuration of ``run``: ``base``, the selected settings of its head, then the run's own."""
+    if run not in RUNS:
+        raise ValueError(f"unknown run {run!r}; valid values are: {', '.join(RUNS)}")
+    selected = (head_configs or {}).get(INHERITS.get(run, run), {})
+    if run in INHERITS:
+        selected = {k: v for k, v in selected.items() if k in ("batch_size", "embed_dim")}
+    overrides = {k: v for k, v in selected.items() if k != "head"}
+    return replace(base, **{**overrides, **RUNS[run], "seed": seed})
 
 
 def load_features(dataset: str, backbone_trainable: bool, device: str = "cpu"):
@@ -77,20 +109,31 @@ def run_one(
         in_dim = backbone.out_dim
     y_train, y_val, y_test = y[splits.train], y[splits.val], y[splits.test]
     model = RegressionModel(in_dim, config, backbone=backbone)
-    result = fit(model, (x_train, y_train, x_val, y_val), config)
+    weights = None
+    if config.loss_weights == "knn":
+        from nona.baselines import knn_loss_weights
+
+        weights = torch.as_tensor(knn_loss_weights(_frozen_features(x_train), y_train.numpy()))
+    result = fit(model, (x_train, y_train, x_val, y_val), config, sample_weight=weights)
     device = resolve_device(config.device)
-    test_mse = mse(predict(model, x_test, x_train, y_train.to(device)).cpu(), y_test)
+    predictions = {part: predict(model, x, x_train, y_train.to(device)).cpu() for part, x in (("val", x_val), ("test", x_test))}
+    test_mse = mse(predictions["test"], y_test)
     started = time.perf_counter()
     z = {part: embed_all(model, x).cpu().numpy() for part, x in (("train", x_train), ("val", x_val), ("test", x_test))}
     knn, knn_params = tuned_knn(z["train"], y_train.numpy(), z["val"], y_val.numpy())
     knn_test_mse = float(np.mean((knn.predict(z["test"]) - y_test.numpy()) ** 2))
+    knn_seconds = time.perf_counter() - started
+    extensions = {}
+    if config.loss_weights == "none" and config.head in ("dense", "nona"):
+        extensions = _two_stage_extensions(config.head, z, (y_train, y_val, y_test), predictions, knn)
     record = {
         "method": method_name(config.head),
         "knn_method": method_name(config.head, knn=True),
         "test_mse": test_mse,
         "knn_test_mse": knn_test_mse,
         "knn_params": knn_params,
-        "knn_seconds": time.perf_counter() - started,
+        "knn_seconds": knn_seconds,
+        "extensions": extensions,
         "val_mse": result.best_val_mse,
         "best_epoch": result.best_epoch,
         "epochs": result.epochs_run,
@@ -100,8 +143,37 @@ def run_one(
         "label_scaling": scaler.to_dict(),
     }
     arrays = {f"z_{part}": value for part, value in z.items()}
+    arrays.update({f"pred_{part}": value.numpy() for part, value in predictions.items()})
     arrays.update({"y_train": y_train.numpy(), "y_val": y_val.numpy(), "y_test": y_test.numpy()})
     return record, arrays
+
+
+def _frozen_features(x: torch.Tensor | RawInputs) -> np.ndarray:
+    # The k-NN of the loss weights looks at the inputs before fine-tuning: the
+    # frozen features, or the pretrained backbone's output on raw inputs.
+    if isinstance(x, torch.Tensor):
+        return x.numpy()
+    with torch.no_grad():
+        x.backbone.eval()
+        return torch.cat([x.backbone(x.take(np.arange(i, min(i + 256, len(x))))).cpu() for i in range(0, len(x), 256)]).numpy()
+
+
+def _two_stage_extensions(head: str, z: dict, labels: tuple, predictions: dict, knn) -> dict[str, dict[str, Any]]:
+    """NNK on the head's embeddings and, for the dense head, its interpolation with the tuned k-NN (both tuned on validation)."""
+    from nona.baselines import interpolate, tuned_interpolation, tuned_nnk
+
+    y_train, y_val, y_test = (y.numpy() for y in labels)
+    started = time.perf_counter()
+    nnk, nnk_params = tuned_nnk(z["train"], y_train, z["val"], y_val)
+    out = {f"{METHOD_NAMES[head]} + NNK": {"test_mse": float(np.mean((nnk.predict(z["test"]) - y_test) ** 2)),
+                                           "params": nnk_params, "seconds": time.perf_counter() - started}}
+    if head == "dense":
+        started = time.perf_counter()
+        lam = tuned_interpolation(predictions["val"].numpy(), knn.predict(z["val"]), y_val)
+        blended = interpolate(predictions["test"].numpy(), knn.predict(z["test"]), lam)
+        out["Dense ⊕ k-NN"] = {"test_mse": float(np.mean((blended - y_test) ** 2)), "params": {"lambda": lam},
+                               "seconds": time.perf_counter() - started}
+    return out
 
 
 def run_path(out_dir: str | Path, head: str, seed: int) -> Path:
@@ -127,15 +199,14 @@ def run_experiment(
     than those requested is trained again.
     """
     for head in heads:
-        if head not in HEADS:
-            raise ValueError(f"unknown head {head!r}; valid values are: {', '.join(HEADS)}")
+        if head not in RUNS:
+            raise ValueError(f"unknown head {head!r}; valid values are: {', '.join(RUNS)}")
     out_dir = Path(out_dir)
     loaded = None
     for head in heads:
-        overrides = {k: v for k, v in (head_configs or {}).get(head, {}).items() if k != "head"}
         for seed in seeds:
             path = run_path(out_dir, head, seed)
-            config = replace(base, **overrides, head=head, seed=seed)
+            config = run_config(head, base, head_configs, seed)
             wanted = {**config.to_dict(), "backbone_trainable": backbone_trainable}
             if path.exists():
                 if json.loads(path.read_text())["config"] == wanted:
@@ -156,6 +227,7 @@ def run_experiment(
             record, arrays = run_one(inputs, labels, config, backbone)
             record.update({
                 "dataset": dataset, "profile": profile, "head": head, "seed": seed,
+                "method": method_name(head), "knn_method": method_name(head, knn=True),
                 "config": wanted,
                 "provenance": {"versions": package_versions(), "commit": git_commit(), "device": str(resolve_device(config.device)),
                                "started": started, "finished": now()},
@@ -168,9 +240,16 @@ def run_experiment(
 
 
 def _method_rows(record: dict) -> list[dict]:
-    # One run record holds two regressors: the head itself and k-NN on its embeddings.
-    return [{"dataset": record["dataset"], "method": name, "seed": record["seed"], "test_mse": record[key]}
-            for name, key in ((record["method"], "test_mse"), (record["knn_method"], "knn_test_mse"))]
+    # One record of a paper head holds its two regressors of the paper (the head
+    # and k-NN on its embeddings) and its two-stage extensions; an extension run
+    # contributes its head only.
+    paper = record["head"] in PAPER_RUNS
+    rows = [(record["method"], record["test_mse"], not paper)]
+    if paper:
+        rows.append((record["knn_method"], record["knn_test_mse"], False))
+        rows += [(name, value["test_mse"], True) for name, value in record.get("extensions", {}).items()]
+    return [{"dataset": record["dataset"], "method": name, "seed": record["seed"], "test_mse": mse_, "extension": extension}
+            for name, mse_, extension in rows]
 
 
 def per_seed_table(out_dir: str | Path, heads: list[str], seeds: list[int]) -> pd.DataFrame:
@@ -193,9 +272,8 @@ def collect_runs(runs_dir: str | Path) -> pd.DataFrame:
 
 def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean and std of test MSE per dataset and method (tidy: dataset, method, mean, std, n_seeds)."""
-    grouped = runs.groupby(["dataset", "method"])["test_mse"]
-    table = grouped.agg(mean="mean", std="std", n_seeds="count").reset_index()
-    return table
+    grouped = runs.groupby(["dataset", "method", "extension"] if "extension" in runs else ["dataset", "method"])["test_mse"]
+    return grouped.agg(mean="mean", std="std", n_seeds="count").reset_index()
 
 
 def relative_to_dense(table: pd.DataFrame) -> pd.DataFrame:

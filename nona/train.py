@@ -24,6 +24,7 @@ from nona.similarity import SIMILARITIES
 HEADS = ("dense", "nona", "nca", "dknn")
 # Heads that predict from neighbours (NONA and its subclasses in nona.neighbour_heads), with their names.
 NEIGHBOUR_HEADS = {"nona": "NONA", "nca": "NCA", "dknn": "differentiable k-NN"}
+LOSS_WEIGHTS = ("none", "knn")
 SOFTSTEP_CHOICES = ("none",) + tuple(f"{fn}-{mode}" for fn in SOFTSTEP_FUNCTIONS for mode in PARAM_MODES)
 
 
@@ -43,9 +44,13 @@ class TrainConfig:
     patience: int = 10
     device: str = "auto"
     seed: int = 0
+    # "knn": weight each training point's loss by its leave-one-out k-NN error
+    # on the frozen features (nona.baselines.knn_loss_weights).
+    loss_weights: str = "none"
 
     def __post_init__(self) -> None:
         _check_choice("head", self.head, HEADS)
+        _check_choice("loss_weights", self.loss_weights, LOSS_WEIGHTS)
         _check_choice("similarity", self.similarity, SIMILARITIES)
         _check_choice("softstep", self.softstep, SOFTSTEP_CHOICES)
         for name in ("embed_dim", "hidden", "batch_size", "max_epochs", "patience"):

@@ -21,7 +21,8 @@ FAST = TrainConfig(max_epochs=2, patience=2, batch_size=64, device="cpu")
 def test_records_resume_and_aggregate(tmp_path):
     logs = []
     table = run_experiment("synthetic-2d", "smoke", [0, 1], ["dense", "nona"], FAST, tmp_path / "synthetic-2d", log=logs.append)
-    assert sorted(table.method.unique()) == ["Dense", "Dense + k-NN", "NONA", "NONA + k-NN"]
+    assert sorted(table.method.unique()) == ["Dense", "Dense + NNK", "Dense + k-NN", "Dense ⊕ k-NN", "NONA", "NONA + NNK", "NONA + k-NN"]
+    assert set(table[table.extension].method) == {"Dense + NNK", "NONA + NNK", "Dense ⊕ k-NN"}
     record = json.loads(run_path(tmp_path / "synthetic-2d", "nona", 1).read_text())
     assert record["split_sizes"] == {"train": 1360, "val": 240, "test": 400}
     assert record["config"]["softstep"] == "s2-pointwise" and record["config"]["seed"] == 1
@@ -37,7 +38,7 @@ def test_records_resume_and_aggregate(tmp_path):
     assert again.equals(table)
 
     summary = summary_table(collect_runs(tmp_path))
-    assert set(summary.columns) == {"dataset", "method", "mean", "std", "n_seeds"}
+    assert set(summary.columns) == {"dataset", "method", "extension", "mean", "std", "n_seeds"}
     assert (summary.n_seeds == 2).all()
 
 
@@ -57,6 +58,26 @@ def test_head_configs_override_per_head_and_changed_settings_retrain(tmp_path):
     assert json.loads(run_path(tmp_path, "nona", 0).read_text())["config"]["embed_dim"] == FAST.embed_dim
 
 
+def test_extension_runs_inherit_the_selected_sizes_and_are_marked(tmp_path):
+    from nona.experiment import run_config
+
+    selected = {"nona": {"head": "nona", "similarity": "cos", "softstep": "none", "batch_size": 32, "embed_dim": 8},
+                "dense": {"head": "dense", "batch_size": 128, "embed_dim": 4}}
+    nca = run_config("nca", FAST, selected)
+    assert (nca.head, nca.similarity, nca.softstep, nca.batch_size, nca.embed_dim) == ("nca", "rbf", "lu-pointwise", 32, 8)
+    weighted = run_config("dense-knnw", FAST, selected)
+    assert (weighted.head, weighted.loss_weights, weighted.batch_size, weighted.embed_dim) == ("dense", "knn", 128, 4)
+    with pytest.raises(ValueError, match="unknown run 'knn'"):
+        run_config("knn", FAST)
+
+    table = run_experiment("synthetic-2d", "smoke", [0], ["nca", "dknn", "dense-knnw"], FAST, tmp_path, log=lambda _: None,
+                           head_configs=selected)
+    assert set(table.method) == {"NCA + SoftStep", "Diff. k-NN + SoftStep", "Dense, k-NN-weighted loss"}
+    assert table.extension.all()
+    record = json.loads(run_path(tmp_path, "dense-knnw", 0).read_text())
+    assert record["config"]["loss_weights"] == "knn" and record["method"] == "Dense, k-NN-weighted loss"
+
+
 def test_interrupted_run_leaves_no_partial_record(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -68,7 +89,7 @@ def test_interrupted_run_leaves_no_partial_record(tmp_path, monkeypatch):
 
 
 def test_unknown_head_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="unknown head 'knn'; valid values are: dense, nona"):
+    with pytest.raises(ValueError, match="unknown head 'knn'; valid values are: dense, nona, nca, dknn, dense-knnw"):
         run_experiment("synthetic-2d", "smoke", [0], ["knn"], FAST, tmp_path)
 
 
