@@ -61,6 +61,7 @@ BOOK_NOTEBOOKS = {
     "synthetic_surfaces": {"smoke": {"n_train": 200, "n_test": 100, "grid_size": 20, "max_epochs": 3, "hidden": 16}},
     "softstep_shapes": {"smoke": {"n_points": 200, "max_epochs": 3, "n_curves": 3}},
     "flops": {"smoke": {"max_log2_n": 6, "max_log2_n_timed": 6, "max_log2_d": 6, "fit_points": 2, "repeats": 1}, "paper": {"max_log2_n_timed": 12, "repeats": 10}},
+    "diabetes": {"smoke": {"n_splits": 2, "max_epochs": 3}},
 }
 
 
