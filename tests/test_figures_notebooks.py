@@ -29,6 +29,7 @@ FIGURE_NOTEBOOKS = {
         {"n_train": 200, "n_test": 100, "grid_size": 20, "max_epochs": 3, "hidden": 16},
         ["synthetic-surfaces"],
     ),
+    "diabetes": ({"n_splits": 2, "max_epochs": 3}, ["diabetes-cv"]),
 }
 
 
