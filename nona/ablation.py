@@ -293,7 +293,7 @@ def run_candidate(
     else:
         inputs, labels, backbone = load_features(dataset, backbone_trainable, train_config.device)
     started = now()
-    record, _ = run_one(inputs, labels, train_config, backbone)
+    record, _ = run_one(inputs, labels, train_config, backbone, two_stage=False)
     record.update({
         "dataset": dataset, "profile": profile, "stage": stage_name, "label": label, "seed": seed,
         "head_config": config, "train": train_settings, "config": {**train_config.to_dict(), "backbone_trainable": backbone_trainable},

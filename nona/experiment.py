@@ -94,8 +94,13 @@ def run_one(
     labels: np.ndarray,
     config: TrainConfig,
     backbone: torch.nn.Module | None = None,
+    two_stage: bool = True,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Train one head on one seeded split; returns the metrics record and the embeddings to save."""
+    """Train one head on one seeded split; returns the metrics record and the embeddings to save.
+
+    ``two_stage=False`` skips the regressors fitted on the final embeddings
+    (k-NN, NNK, interpolation), which an ablation run does not need.
+    """
     from nona.data import LabelScaler, make_splits
 
     splits = make_splits(labels, seed=config.seed)
@@ -118,22 +123,9 @@ def run_one(
     device = resolve_device(config.device)
     predictions = {part: predict(model, x, x_train, y_train.to(device)).cpu() for part, x in (("val", x_val), ("test", x_test))}
     test_mse = mse(predictions["test"], y_test)
-    started = time.perf_counter()
-    z = {part: embed_all(model, x).cpu().numpy() for part, x in (("train", x_train), ("val", x_val), ("test", x_test))}
-    knn, knn_params = tuned_knn(z["train"], y_train.numpy(), z["val"], y_val.numpy())
-    knn_test_mse = float(np.mean((knn.predict(z["test"]) - y_test.numpy()) ** 2))
-    knn_seconds = time.perf_counter() - started
-    extensions = {}
-    if config.loss_weights == "none" and config.head in ("dense", "nona"):
-        extensions = _two_stage_extensions(config.head, z, (y_train, y_val, y_test), predictions, knn)
     record = {
         "method": method_name(config.head),
-        "knn_method": method_name(config.head, knn=True),
         "test_mse": test_mse,
-        "knn_test_mse": knn_test_mse,
-        "knn_params": knn_params,
-        "knn_seconds": knn_seconds,
-        "extensions": extensions,
         "val_mse": result.best_val_mse,
         "best_epoch": result.best_epoch,
         "epochs": result.epochs_run,
@@ -142,6 +134,23 @@ def run_one(
         "split_sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
         "label_scaling": scaler.to_dict(),
     }
+    if not two_stage:
+        return record, {}
+    started = time.perf_counter()
+    z = {part: embed_all(model, x).cpu().numpy() for part, x in (("train", x_train), ("val", x_val), ("test", x_test))}
+    knn, knn_params = tuned_knn(z["train"], y_train.numpy(), z["val"], y_val.numpy())
+    knn_test_mse = float(np.mean((knn.predict(z["test"]) - y_test.numpy()) ** 2))
+    knn_seconds = time.perf_counter() - started
+    extensions = {}
+    if config.loss_weights == "none" and config.head in ("dense", "nona"):
+        extensions = _two_stage_extensions(config.head, z, (y_train, y_val, y_test), predictions, knn)
+    record.update({
+        "knn_method": method_name(config.head, knn=True),
+        "knn_test_mse": knn_test_mse,
+        "knn_params": knn_params,
+        "knn_seconds": knn_seconds,
+        "extensions": extensions,
+    })
     arrays = {f"z_{part}": value for part, value in z.items()}
     arrays.update({f"pred_{part}": value.numpy() for part, value in predictions.items()})
     arrays.update({"y_train": y_train.numpy(), "y_val": y_val.numpy(), "y_test": y_test.numpy()})

@@ -11,7 +11,7 @@ query chunking; each prediction is a convex combination of neighbour labels.
   *soft ranks* ("~" = soft ranking in Figure 1), so SoftStep learns a soft k.
 
 The follow-up paper names these heads but its soft ranking is not public in a
-form we could check, so the soft rank here is defined in :func:`soft_rank`.
+form we could check, so the soft rank here is defined in :func:`~nona.neighbour_heads.soft_rank`.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class DifferentiableKNN(NONA):
     """Differentiable k-NN regression head: ``y_hat_i = sum_j S(x_ij) y_j / sum_j S(x_ij)``.
 
     ``x_ij = clamp(1 - (r_ij - min_k r_ik) / K, 0, 1)`` rescales the
-    :func:`soft_rank` ``r_ij`` of neighbour j for query i (similarity
+    :func:`~nona.neighbour_heads.soft_rank` ``r_ij`` of neighbour j for query i (similarity
     ``similarity``) so that the nearest valid neighbour is at 1, where every
     SoftStep keeps full weight; ``S`` is the SoftStep mask, so SoftStep's
     bounds learn a soft k: with the ``(l, u)`` SoftStep, ranks up to

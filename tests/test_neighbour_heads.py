@@ -20,6 +20,7 @@ from nona import NCA, NONA, DifferentiableKNN, SoftStep
 from nona.neighbour_heads import soft_rank
 from nona.softstep import T_MARGIN, softstep_from_spec
 from nona.train import RegressionModel, TrainConfig, fit, predict
+from tests.degenerate import degenerate_cases
 from tests.reference import s1_ref, s2_ref, sim_ref
 
 DIM = 5
@@ -180,20 +181,25 @@ def test_softstep_specs():
         softstep_from_spec("lu")
 
 
+def _predict_random(head, seed: int, exclude_self: bool, grad: bool):
+    """Random float64 queries, neighbours and labels, and the head's predictions on them (with or without autograd)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(9, DIM))
+    zn = z if exclude_self else rng.normal(size=(13, DIM))
+    yn = rng.uniform(size=len(zn))
+    with torch.set_grad_enabled(grad):
+        got = head(torch.from_numpy(z), torch.from_numpy(zn), torch.from_numpy(yn), exclude_self=exclude_self).detach().numpy()
+    return z, zn, yn, got
+
+
 @pytest.mark.parametrize("kind", ["l2", "rbf", "cos"])
 @pytest.mark.parametrize("params", PARAMS)
 @pytest.mark.parametrize("exclude_self", [False, True])
 @pytest.mark.parametrize("grad", [True, False], ids=["autograd path", "no-grad inference path"])
 def test_nona_and_nca_with_lu_match_reference(kind, params, exclude_self, grad):
-    rng = np.random.default_rng(1)
     head = make_head("nca", params) if kind == "rbf" else make_head(kind, params)
-    z = rng.normal(size=(9, DIM))
-    zn = z if exclude_self else rng.normal(size=(13, DIM))
-    yn = rng.uniform(size=len(zn))
-    zt = torch.from_numpy(z)
-    with torch.set_grad_enabled(grad):
-        got = head(zt, torch.from_numpy(zn), torch.from_numpy(yn), exclude_self=exclude_self).detach().numpy()
-    want = nona_lu_ref(z, zn, yn, kind, mask_params(head, zt), exclude_self, gamma=0.7)
+    z, zn, yn, got = _predict_random(head, 1, exclude_self, grad)
+    want = nona_lu_ref(z, zn, yn, kind, mask_params(head, torch.from_numpy(z)), exclude_self, gamma=0.7)
     np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
 
 
@@ -239,15 +245,9 @@ def test_sharp_soft_rank_is_the_exact_rank_with_ties_averaged():
 @pytest.mark.parametrize("max_rank", [None, 4])
 @pytest.mark.parametrize("grad", [True, False], ids=["autograd", "no grad"])
 def test_dknn_matches_reference(fn, params, exclude_self, max_rank, grad):
-    rng = np.random.default_rng(3)
     head = make_head("dknn", params, fn=fn, temperature=0.7, max_rank=max_rank)
-    z = rng.normal(size=(9, DIM))
-    zn = z if exclude_self else rng.normal(size=(13, DIM))
-    yn = rng.uniform(size=len(zn))
-    zt = torch.from_numpy(z)
-    with torch.set_grad_enabled(grad):
-        got = head(zt, torch.from_numpy(zn), torch.from_numpy(yn), exclude_self=exclude_self).detach().numpy()
-    want = dknn_ref(z, zn, yn, "l2", fn, mask_params(head, zt), exclude_self, 0.7, max_rank)
+    z, zn, yn, got = _predict_random(head, 3, exclude_self, grad)
+    want = dknn_ref(z, zn, yn, "l2", fn, mask_params(head, torch.from_numpy(z)), exclude_self, 0.7, max_rank)
     np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
 
 
@@ -314,16 +314,6 @@ def test_gradcheck_of_mask_parameters(head_name, params):
     assert torch.autograd.grad(predict_with(value).sum(), value)[0].abs().sum() > 0
 
 
-def _degenerate_cases():
-    torch.manual_seed(8)
-    yield "flat rows", torch.ones(6, DIM), False
-    yield "duplicate points", torch.randn(3, DIM).repeat(3, 1), True
-    yield "single valid neighbour", torch.randn(2, DIM), True
-    yield "all identical batch", torch.zeros(4, DIM), True
-    yield "large magnitudes", 1e4 * torch.randn(8, DIM), True
-    yield "large magnitudes, inference", 1e4 * torch.randn(8, DIM), False
-
-
 DEGENERATE_HEADS = [("nca", "global"), ("nca", "pointwise"), ("dknn", "global"), ("dknn", "pointwise"), ("l2", "pointwise"), ("cos", "global")]
 # Raw (l0, u0, t) extremes: sigmoids that round to 0 or 1 in float32.
 RAW_EXTREMES = {"mid": (0.0, 0.0, 0.0), "t near 0": (0.0, 0.0, -60.0), "t near 1": (0.0, 0.0, 60.0),
@@ -333,7 +323,7 @@ RAW_EXTREMES = {"mid": (0.0, 0.0, 0.0), "t near 0": (0.0, 0.0, -60.0), "t near 1
 @pytest.mark.parametrize("head_name,params", DEGENERATE_HEADS)
 @pytest.mark.parametrize("raw", list(RAW_EXTREMES.values()), ids=list(RAW_EXTREMES))
 def test_degenerate_inputs_give_finite_values_and_gradients(head_name, params, raw):
-    for name, points, exclude_self in _degenerate_cases():
+    for name, points, exclude_self in degenerate_cases(8, DIM):
         head = make_head(head_name, params, dtype=torch.float32)
         with torch.no_grad():
             if params == "global":

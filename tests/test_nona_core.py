@@ -11,6 +11,7 @@ import torch
 from nona import NONA, DenseHead, Projector, SoftStep
 from nona.similarity import SIMILARITIES, similarity
 from nona.softstep import s1, s2
+from tests.degenerate import degenerate_cases
 from tests.reference import nona_ref, s1_ref, s2_ref, sim_ref
 
 SOFTSTEPS = [None, ("s1", "global"), ("s1", "pointwise"), ("s2", "global"), ("s2", "pointwise")]
@@ -147,20 +148,10 @@ def test_rbf_with_large_gamma_is_one_nearest_neighbour():
     torch.testing.assert_close(head(z, zn, yn), yn[nearest])
 
 
-def _degenerate_cases():
-    torch.manual_seed(7)
-    yield "flat rows", torch.ones(6, DIM), False
-    yield "duplicate points", torch.randn(3, DIM).repeat(3, 1), True
-    yield "single valid neighbour", torch.randn(2, DIM), True
-    yield "all identical batch", torch.zeros(4, DIM), True
-    yield "large magnitudes", 1e4 * torch.randn(8, DIM), True
-    yield "large magnitudes, inference", 1e4 * torch.randn(8, DIM), False
-
-
 @pytest.mark.parametrize("kind,variant", list(itertools.product(SIMILARITIES, SOFTSTEPS)))
 @pytest.mark.parametrize("t_raw", [0.0, -60.0, 60.0], ids=["t mid", "t near 0", "t near 1"])
 def test_degenerate_inputs_give_finite_values_and_gradients(kind, variant, t_raw):
-    for name, points, exclude_self in _degenerate_cases():
+    for name, points, exclude_self in degenerate_cases(7, DIM):
         head = make_head(kind, variant, dtype=torch.float32)
         if variant is not None:
             with torch.no_grad():

@@ -6,7 +6,6 @@ from math import gcd
 from pathlib import Path
 
 import numpy as np
-from scipy import signal
 from scipy.io import wavfile
 
 
@@ -28,6 +27,8 @@ def resample(audio: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
     """Polyphase resampling along the last axis (identity when the rates agree)."""
     if orig_rate == new_rate:
         return np.asarray(audio, dtype=np.float32)
+    from scipy import signal  # imported on use: it takes ~1 s, and only resampling needs it
+
     g = gcd(int(orig_rate), int(new_rate))
     out = signal.resample_poly(np.asarray(audio, dtype=np.float64), new_rate // g, orig_rate // g, axis=-1)
     return out.astype(np.float32)

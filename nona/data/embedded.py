@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from nona.data.dataset import Dataset, check_labels
 from nona.data.manifests import file_path
@@ -12,6 +11,7 @@ from nona.data.synthetic import heart_rate_audio, make_surface
 
 def load_digits_rotation(manifest: dict, seed: int = 0, rotations: int = 2, size: int = 32, max_angle: float = 45.0) -> Dataset:
     """sklearn's 1,797 handwritten digits, each rotated ``rotations`` times by a uniform angle; label = angle (degrees)."""
+    from scipy import ndimage  # imported on use: it is slow to import and only this generator needs it
     from sklearn.datasets import load_digits
 
     # A 2-pixel zero border puts every stroke inside the inscribed circle, so rotated

@@ -6,7 +6,6 @@ Everything here is generated, not measured, and is labelled as such wherever it 
 from __future__ import annotations
 
 import numpy as np
-from scipy import signal
 
 TARGETS = ("linear", "radial", "spiral", "checkerboard")
 
@@ -66,6 +65,8 @@ def heart_rate_audio(
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Synthetic in-ear-like heartbeat clips (n_clips, duration * sample_rate) float32 and their heart rates (bpm)."""
+    from scipy import signal  # imported on use: it takes ~0.7 s, and most users of nona.data never generate audio
+
     n = int(round(duration * sample_rate))
     nyquist = sample_rate / 2.0
     breath_sos = signal.butter(4, min(400.0, 0.9 * nyquist) / nyquist, output="sos")
