@@ -8,6 +8,7 @@
 import glob
 import json
 import os
+import shlex
 import sys
 
 PROFILE = config.get("profile", "quick")
@@ -70,26 +71,22 @@ def as_json(parameters):
     return json.dumps(parameters, sort_keys=True)
 
 
-def python_job(arguments, log):
-    """Run ``python -m <arguments>`` with one thread, logging to ``log``; on failure show the log's tail."""
-    # One BLAS/OpenMP thread per job: Snakemake runs jobs side by side on the
-    # cores, and oversubscribed torch threads made feature extraction ~10x slower.
-    import subprocess
-    from pathlib import Path
-
-    Path(log).parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    with open(log, "w") as handle:
-        done = subprocess.run([sys.executable, "-m", *arguments], stdout=handle, stderr=subprocess.STDOUT, env=env)
-    if done.returncode != 0:
-        tail = "\n".join(Path(log).read_text().splitlines()[-40:])
-        raise RuntimeError(f"python -m {' '.join(arguments[:2])} failed (full log: {log}):\n{tail}")
+def python_command(arguments, log):
+    """Shell command: ``python -m <arguments>`` with one thread, output to ``log``; on failure it shows the log's tail."""
+    # A shell job runs in a thread of Snakemake, whereas a job with a run block
+    # would first start a second Snakemake process (seconds per job, and the
+    # ablation has ~90 jobs). One BLAS/OpenMP thread per job: Snakemake runs
+    # jobs side by side on the cores, and oversubscribed torch threads made
+    # feature extraction ~10x slower.
+    command = " ".join(shlex.quote(str(a)) for a in [sys.executable, "-m", *arguments])
+    log = shlex.quote(log)
+    return f"OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 {command} > {log} 2>&1 || (tail -n 60 {log} >&2; exit 1)"
 
 
-def execute(source, output, parameters, log, title=None):
-    """Execute one notebook with nona.runner; on failure show the log's tail and fail the job."""
+def notebook_command(source, output, parameters, log, title=None):
+    """Shell command that executes one notebook with nona.runner (see python_command)."""
     arguments = ["nona.runner", source, output, "--parameters-json", as_json(parameters)]
-    python_job(arguments + (["--title", title] if title else []), log)
+    return python_command(arguments + (["--title", title] if title else []), log)
 
 
 # Tools of the environment that runs Snakemake (the project's .venv), whatever PATH says.
@@ -122,9 +119,10 @@ rule notebook:
     wildcard_constraints:
         name="|".join(BOOK_NOTEBOOKS) or "no-notebook",
     params:
-        parameters=lambda wc: BOOK_NOTEBOOKS[wc.name].get(PROFILE, {}),
-    run:
-        execute(input[0], output[0], params.parameters, log[0])
+        command=lambda wc: notebook_command(f"notebooks/{wc.name}.md", f"{BUILD}/executed/{wc.name}.ipynb",
+                                            BOOK_NOTEBOOKS[wc.name].get(PROFILE, {}), f"{BUILD}/logs/{wc.name}.log"),
+    shell:
+        "{params.command}"
 
 
 # The serialized ablation (Section 6.1, Appendix B): one job per (stage,
@@ -146,6 +144,14 @@ def ablation_runs(stage_name):
     return [f"{ABLATION_ROOT}/{stage.name}/{label}/seed{seed}.json" for label in stage.labels() for seed in ABLATION["seeds"]]
 
 
+def ablation_run_arguments(wc):
+    train = {k: v for k, v in SETTINGS["finetune"].items() if k != "seeds"}
+    arguments = ["nona.ablation", "run", "--root", ABLATION_ROOT, "--values-json", as_json(ABLATION["values"]),
+                 "--stage", wc.stage, "--candidate", wc.candidate, "--seed", wc.seed,
+                 "--dataset", ABLATION["dataset"], "--profile", PROFILE, "--train-json", as_json(train)]
+    return arguments + (["--features", ABLATION_FEATURES] if ABLATION_FEATURES else [])
+
+
 def ablation_run_inputs(wc):
     # paper-choice runs after the last stage so that it can reuse an identical run.
     before = LAST_NONA_STAGE if wc.stage == "paper-choice" else getattr(previous_stage(ABLATION_PLAN, wc.stage), "name", None)
@@ -158,8 +164,11 @@ rule ablation_features:
         f"{ABLATION_ROOT}/features.pt",
     log:
         f"{BUILD}/logs/ablation/features.log",
-    run:
-        python_job(["nona.ablation", "features", "--dataset", ABLATION["dataset"], "--out", output[0]], log[0])
+    params:
+        command=python_command(["nona.ablation", "features", "--dataset", ABLATION["dataset"], "--out", f"{ABLATION_ROOT}/features.pt"],
+                               f"{BUILD}/logs/ablation/features.log"),
+    shell:
+        "{params.command}"
 
 
 rule ablation_run:
@@ -176,12 +185,9 @@ rule ablation_run:
     resources:
         gpu=1,
     params:
-        train={k: v for k, v in SETTINGS["finetune"].items() if k != "seeds"},
-    run:
-        arguments = ["nona.ablation", "run", "--root", ABLATION_ROOT, "--values-json", as_json(ABLATION["values"]),
-                     "--stage", wildcards.stage, "--candidate", wildcards.candidate, "--seed", wildcards.seed,
-                     "--dataset", ABLATION["dataset"], "--profile", PROFILE, "--train-json", as_json(params.train)]
-        python_job(arguments + (["--features", ABLATION_FEATURES] if ABLATION_FEATURES else []), log[0])
+        command=lambda wc: python_command(ablation_run_arguments(wc), f"{BUILD}/logs/ablation/{wc.stage}-{wc.candidate}-seed{wc.seed}.log"),
+    shell:
+        "{params.command}"
 
 
 rule ablation_select:
@@ -189,12 +195,15 @@ rule ablation_select:
         lambda wc: ablation_runs(wc.stage),
     output:
         f"{ABLATION_ROOT}/{{stage}}/winner.json",
+    log:
+        f"{BUILD}/logs/ablation/{{stage}}-winner.log",
     wildcard_constraints:
         stage="|".join(s.name for s in ABLATION_PLAN),
-    run:
-        from nona.ablation import write_selection
-
-        write_selection(ABLATION_ROOT, ABLATION_PLAN, wildcards.stage, ABLATION["seeds"])
+    params:
+        command=lambda wc: python_command(["nona.ablation", "select", "--root", ABLATION_ROOT, "--values-json", as_json(ABLATION["values"]),
+                                           "--stage", wc.stage, "--seeds", *ABLATION["seeds"]], f"{BUILD}/logs/ablation/{wc.stage}-winner.log"),
+    shell:
+        "{params.command}"
 
 
 rule ablation_selected:
@@ -203,10 +212,13 @@ rule ablation_selected:
         f"{ABLATION_ROOT}/dense-grid/winner.json",
     output:
         SELECTED,
-    run:
-        from nona.ablation import write_selected
-
-        write_selected(ABLATION_ROOT, ABLATION_PLAN, ABLATION["dataset"], PROFILE)
+    log:
+        f"{BUILD}/logs/ablation/selected.log",
+    params:
+        command=python_command(["nona.ablation", "selected", "--root", ABLATION_ROOT, "--values-json", as_json(ABLATION["values"]),
+                                "--dataset", ABLATION["dataset"], "--profile", PROFILE], f"{BUILD}/logs/ablation/selected.log"),
+    shell:
+        "{params.command}"
 
 
 rule ablation:
@@ -219,9 +231,12 @@ rule ablation:
         f"{BUILD}/executed/ablation.ipynb",
     log:
         f"{BUILD}/logs/ablation.log",
-    run:
-        execute(input[0], output[0], {"dataset": ABLATION["dataset"], "profile": PROFILE, "seeds": ABLATION["seeds"],
-                                      "values": ABLATION["values"]}, log[0])
+    params:
+        command=notebook_command("notebooks/ablation.md", f"{BUILD}/executed/ablation.ipynb",
+                                 {"dataset": ABLATION["dataset"], "profile": PROFILE, "seeds": ABLATION["seeds"], "values": ABLATION["values"]},
+                                 f"{BUILD}/logs/ablation.log"),
+    shell:
+        "{params.command}"
 
 
 def finetune_title(dataset):
@@ -249,8 +264,11 @@ rule finetune_seed:
         f"{BUILD}/logs/finetune-{{dataset}}-seed{{seed}}.log",
     resources:
         gpu=1,
-    run:
-        execute(input[0], output[0], finetune_parameters(wildcards.dataset, [int(wildcards.seed)]), log[0])
+    params:
+        command=lambda wc: notebook_command("notebooks/finetune.md", f"{BUILD}/executed/seeds/finetune-{wc.dataset}-seed{wc.seed}.ipynb",
+                                            finetune_parameters(wc.dataset, [int(wc.seed)]), f"{BUILD}/logs/finetune-{wc.dataset}-seed{wc.seed}.log"),
+    shell:
+        "{params.command}"
 
 
 rule finetune:
@@ -265,8 +283,12 @@ rule finetune:
         f"{BUILD}/logs/finetune-{{dataset}}.log",
     wildcard_constraints:
         dataset="|".join(DATASETS),
-    run:
-        execute(input[0], output[0], finetune_parameters(wildcards.dataset), log[0], title=finetune_title(wildcards.dataset))
+    params:
+        command=lambda wc: notebook_command("notebooks/finetune.md", f"{BUILD}/executed/finetune-{wc.dataset}.ipynb",
+                                            finetune_parameters(wc.dataset), f"{BUILD}/logs/finetune-{wc.dataset}.log",
+                                            title=finetune_title(wc.dataset)),
+    shell:
+        "{params.command}"
 
 
 rule results:
@@ -277,8 +299,11 @@ rule results:
         f"{BUILD}/executed/results.ipynb",
     log:
         f"{BUILD}/logs/results.log",
-    run:
-        execute(input[0], output[0], {"profile": PROFILE, "datasets": DATASETS, **SETTINGS["results"]}, log[0])
+    params:
+        command=notebook_command("notebooks/results.md", f"{BUILD}/executed/results.ipynb",
+                                 {"profile": PROFILE, "datasets": DATASETS, **SETTINGS["results"]}, f"{BUILD}/logs/results.log"),
+    shell:
+        "{params.command}"
 
 
 rule home:
@@ -289,8 +314,10 @@ rule home:
         f"{BUILD}/executed/home.ipynb",
     log:
         f"{BUILD}/logs/home.log",
-    run:
-        execute(input[0], output[0], {"profile": PROFILE}, log[0])
+    params:
+        command=notebook_command("notebooks/home.md", f"{BUILD}/executed/home.ipynb", {"profile": PROFILE}, f"{BUILD}/logs/home.log"),
+    shell:
+        "{params.command}"
 
 
 rule statistics_build:
@@ -301,9 +328,12 @@ rule statistics_build:
         f"{BUILD}/executed/statistics-build.ipynb",
     log:
         f"{BUILD}/logs/statistics-build.log",
-    run:
-        execute(input[0], output[0], {"results": f"{BUILD}/results/{PROFILE}/table1.csv"}, log[0],
-                title="Statistics of this build's results")
+    params:
+        command=notebook_command("notebooks/statistics.md", f"{BUILD}/executed/statistics-build.ipynb",
+                                 {"results": f"{BUILD}/results/{PROFILE}/table1.csv"}, f"{BUILD}/logs/statistics-build.log",
+                                 title="Statistics of this build's results"),
+    shell:
+        "{params.command}"
 
 
 rule gallery:
@@ -314,8 +344,10 @@ rule gallery:
         GALLERY,
     log:
         f"{BUILD}/logs/gallery.log",
-    run:
-        execute(input[0], output[0], {}, log[0])
+    params:
+        command=notebook_command("notebooks/gallery.md", GALLERY, {}, f"{BUILD}/logs/gallery.log"),
+    shell:
+        "{params.command}"
 
 
 rule site:
