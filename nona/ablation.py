@@ -272,7 +272,7 @@ def run_candidate(
     import torch
 
     from nona.experiment import load_features, run_one
-    from nona.provenance import git_commit, now, package_versions
+    from nona.provenance import now, run_provenance
     from nona.train import TrainConfig, resolve_device
 
     root = Path(root)
@@ -297,8 +297,7 @@ def run_candidate(
     record.update({
         "dataset": dataset, "profile": profile, "stage": stage_name, "label": label, "seed": seed,
         "head_config": config, "train": train_settings, "config": {**train_config.to_dict(), "backbone_trainable": backbone_trainable},
-        "provenance": {"versions": package_versions(), "commit": git_commit(), "device": str(resolve_device(train_config.device)),
-                       "started": started, "finished": now()},
+        "provenance": run_provenance(str(resolve_device(train_config.device)), started),
     })
     write_json(out, record)
     return record

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from nona.atomic import atomic_path, write_json
-from nona.provenance import git_commit, now, package_versions
+from nona.provenance import now, run_provenance
 from nona.train import RawInputs, RegressionModel, TrainConfig, embed_all, fit, mse, predict, resolve_device, tuned_knn
 
 # Runs of the experiment: the settings that define each, and whose selected
@@ -121,7 +121,7 @@ def run_one(
         weights = torch.as_tensor(knn_loss_weights(_frozen_features(x_train), y_train.numpy()))
     result = fit(model, (x_train, y_train, x_val, y_val), config, sample_weight=weights)
     device = resolve_device(config.device)
-    predictions = {part: predict(model, x, x_train, y_train.to(device)).cpu() for part, x in (("val", x_val), ("test", x_test))}
+    predictions = {"test": predict(model, x_test, x_train, y_train.to(device)).cpu()}
     test_mse = mse(predictions["test"], y_test)
     record = {
         "method": method_name(config.head),
@@ -136,6 +136,8 @@ def run_one(
     }
     if not two_stage:
         return record, {}
+    # The interpolation with k-NN is tuned on the head's validation predictions.
+    predictions["val"] = predict(model, x_val, x_train, y_train.to(device)).cpu()
     started = time.perf_counter()
     z = {part: embed_all(model, x).cpu().numpy() for part, x in (("train", x_train), ("val", x_val), ("test", x_test))}
     knn, knn_params = tuned_knn(z["train"], y_train.numpy(), z["val"], y_val.numpy())
@@ -238,8 +240,7 @@ def run_experiment(
                 "dataset": dataset, "profile": profile, "head": head, "seed": seed,
                 "method": method_name(head), "knn_method": method_name(head, knn=True),
                 "config": wanted,
-                "provenance": {"versions": package_versions(), "commit": git_commit(), "device": str(resolve_device(config.device)),
-                               "started": started, "finished": now()},
+                "provenance": run_provenance(str(resolve_device(config.device)), started),
             })
             with atomic_path(path.with_suffix(".npz")) as tmp:
                 np.savez_compressed(tmp, **arrays)
@@ -271,9 +272,15 @@ def per_seed_table(out_dir: str | Path, heads: list[str], seeds: list[int]) -> p
     return pd.DataFrame(rows)
 
 
-def collect_runs(runs_dir: str | Path) -> pd.DataFrame:
-    """Every record under ``build/runs/<profile>/`` as one row per (dataset, method, seed)."""
-    rows = [row for path in sorted(Path(runs_dir).glob("*/*/seed*.json")) for row in _method_rows(json.loads(path.read_text()))]
+def run_records(runs_dir: str | Path) -> list[dict]:
+    """Every run record under ``build/runs/<profile>/`` (one per dataset, run and seed)."""
+    return [json.loads(path.read_text()) for path in sorted(Path(runs_dir).glob("*/*/seed*.json"))]
+
+
+def collect_runs(runs_dir: str | Path, records: list[dict] | None = None) -> pd.DataFrame:
+    """Every record under ``runs_dir`` (or the given ``records``) as one row per (dataset, method, seed)."""
+    records = run_records(runs_dir) if records is None else records
+    rows = [row for record in records for row in _method_rows(record)]
     if not rows:
         raise FileNotFoundError(f"no run records under {runs_dir}; run the pipeline first (make book)")
     return pd.DataFrame(rows)

@@ -46,6 +46,11 @@ def current_notebook() -> tuple[str | None, dict]:
     return os.environ.get(NOTEBOOK_ENV), json.loads(os.environ.get(PARAMETERS_ENV, "{}"))
 
 
+def run_provenance(device: str, started: str) -> dict:
+    """Where and when a training run ran: package versions, commit, device, start and end times."""
+    return {"versions": package_versions(), "commit": git_commit(), "device": device, "started": started, "finished": now()}
+
+
 def now() -> str:
     """The current UTC time in ISO 8601."""
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
