@@ -71,22 +71,25 @@ def as_json(parameters):
     return json.dumps(parameters, sort_keys=True)
 
 
-def python_command(arguments, log):
-    """Shell command: ``python -m <arguments>`` with one thread, output to ``log``; on failure it shows the log's tail."""
+def python_command(arguments):
+    """Shell command: ``python -m <arguments>`` with one thread (each rule's shell sends it to its log, see JOB)."""
     # A shell job runs in a thread of Snakemake, whereas a job with a run block
     # would first start a second Snakemake process (seconds per job, and the
     # ablation has ~90 jobs). One BLAS/OpenMP thread per job: Snakemake runs
     # jobs side by side on the cores, and oversubscribed torch threads made
     # feature extraction ~10x slower.
     command = " ".join(shlex.quote(str(a)) for a in [sys.executable, "-m", *arguments])
-    log = shlex.quote(log)
-    return f"OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 {command} > {log} 2>&1 || (tail -n 60 {log} >&2; exit 1)"
+    return f"OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 {command}"
 
 
-def notebook_command(source, output, parameters, log, title=None):
+def notebook_command(source, output, parameters, title=None):
     """Shell command that executes one notebook with nona.runner (see python_command)."""
     arguments = ["nona.runner", source, output, "--parameters-json", as_json(parameters)]
-    return python_command(arguments + (["--title", title] if title else []), log)
+    return python_command(arguments + (["--title", title] if title else []))
+
+
+# The shell of every job: its command, output to its log; on failure the log's tail.
+JOB = "{params.command} > {log:q} 2>&1 || (tail -n 60 {log:q} >&2; exit 1)"
 
 
 # Tools of the environment that runs Snakemake (the project's .venv), whatever PATH says.
@@ -119,29 +122,32 @@ rule notebook:
     wildcard_constraints:
         name="|".join(BOOK_NOTEBOOKS) or "no-notebook",
     params:
-        command=lambda wc: notebook_command(f"notebooks/{wc.name}.md", f"{BUILD}/executed/{wc.name}.ipynb",
-                                            BOOK_NOTEBOOKS[wc.name].get(PROFILE, {}), f"{BUILD}/logs/{wc.name}.log"),
+        command=lambda wc, input, output: notebook_command(input[0], output[0], BOOK_NOTEBOOKS[wc.name].get(PROFILE, {})),
     shell:
-        "{params.command}"
+        JOB
 
 
 # The serialized ablation (Section 6.1, Appendix B): one job per (stage,
 # candidate, seed); a stage's jobs need the previous stage's winner.json, so
 # they start only once it is selected. The main comparison then uses the
 # selected configuration (selected.json) on every dataset of the profile.
-from nona.ablation import ablation_plan, get_stage, paper_choice_stage, previous_stage
+from nona.ablation import ablation_plan, get_stage, previous_stage, run_record_path, selected_path, winner_path
 
 ABLATION = SETTINGS["ablation"]
 ABLATION_ROOT = f"{BUILD}/ablation/{PROFILE}/{ABLATION['dataset']}"
 ABLATION_PLAN = ablation_plan(ABLATION["values"])
 ABLATION_FEATURES = f"{ABLATION_ROOT}/features.pt" if ABLATION["frozen"] else None
-SELECTED = f"{ABLATION_ROOT}/selected.json"
+SELECTED = str(selected_path(ABLATION_ROOT))
 LAST_NONA_STAGE = [s for s in ABLATION_PLAN if s.serial][-1].name
+
+
+def winner(stage_name):
+    return str(winner_path(ABLATION_ROOT, stage_name))
 
 
 def ablation_runs(stage_name):
     stage = get_stage(ABLATION_PLAN, stage_name)
-    return [f"{ABLATION_ROOT}/{stage.name}/{label}/seed{seed}.json" for label in stage.labels() for seed in ABLATION["seeds"]]
+    return [str(run_record_path(ABLATION_ROOT, stage.name, label, seed)) for label in stage.labels() for seed in ABLATION["seeds"]]
 
 
 def ablation_run_arguments(wc):
@@ -155,7 +161,7 @@ def ablation_run_arguments(wc):
 def ablation_run_inputs(wc):
     # paper-choice runs after the last stage so that it can reuse an identical run.
     before = LAST_NONA_STAGE if wc.stage == "paper-choice" else getattr(previous_stage(ABLATION_PLAN, wc.stage), "name", None)
-    inputs = [f"{ABLATION_ROOT}/{before}/winner.json"] if before else []
+    inputs = [winner(before)] if before else []
     return inputs + ([ABLATION_FEATURES] if ABLATION_FEATURES else [])
 
 
@@ -165,17 +171,16 @@ rule ablation_features:
     log:
         f"{BUILD}/logs/ablation/features.log",
     params:
-        command=python_command(["nona.ablation", "features", "--dataset", ABLATION["dataset"], "--out", f"{ABLATION_ROOT}/features.pt"],
-                               f"{BUILD}/logs/ablation/features.log"),
+        command=lambda wc, output: python_command(["nona.ablation", "features", "--dataset", ABLATION["dataset"], "--out", output[0]]),
     shell:
-        "{params.command}"
+        JOB
 
 
 rule ablation_run:
     input:
         ablation_run_inputs,
     output:
-        f"{ABLATION_ROOT}/{{stage}}/{{candidate}}/seed{{seed}}.json",
+        str(run_record_path(ABLATION_ROOT, "{stage}", "{candidate}", "{seed}")),
     log:
         f"{BUILD}/logs/ablation/{{stage}}-{{candidate}}-seed{{seed}}.log",
     wildcard_constraints:
@@ -185,58 +190,57 @@ rule ablation_run:
     resources:
         gpu=1,
     params:
-        command=lambda wc: python_command(ablation_run_arguments(wc), f"{BUILD}/logs/ablation/{wc.stage}-{wc.candidate}-seed{wc.seed}.log"),
+        command=lambda wc: python_command(ablation_run_arguments(wc)),
     shell:
-        "{params.command}"
+        JOB
 
 
 rule ablation_select:
     input:
         lambda wc: ablation_runs(wc.stage),
     output:
-        f"{ABLATION_ROOT}/{{stage}}/winner.json",
+        winner("{stage}"),
     log:
         f"{BUILD}/logs/ablation/{{stage}}-winner.log",
     wildcard_constraints:
         stage="|".join(s.name for s in ABLATION_PLAN),
     params:
         command=lambda wc: python_command(["nona.ablation", "select", "--root", ABLATION_ROOT, "--values-json", as_json(ABLATION["values"]),
-                                           "--stage", wc.stage, "--seeds", *ABLATION["seeds"]], f"{BUILD}/logs/ablation/{wc.stage}-winner.log"),
+                                           "--stage", wc.stage, "--seeds", *ABLATION["seeds"]]),
     shell:
-        "{params.command}"
+        JOB
 
 
 rule ablation_selected:
     input:
-        f"{ABLATION_ROOT}/{LAST_NONA_STAGE}/winner.json",
-        f"{ABLATION_ROOT}/dense-grid/winner.json",
+        winner(LAST_NONA_STAGE),
+        winner("dense-grid"),
     output:
         SELECTED,
     log:
         f"{BUILD}/logs/ablation/selected.log",
     params:
         command=python_command(["nona.ablation", "selected", "--root", ABLATION_ROOT, "--values-json", as_json(ABLATION["values"]),
-                                "--dataset", ABLATION["dataset"], "--profile", PROFILE], f"{BUILD}/logs/ablation/selected.log"),
+                                "--dataset", ABLATION["dataset"], "--profile", PROFILE]),
     shell:
-        "{params.command}"
+        JOB
 
 
 rule ablation:
     input:
         "notebooks/ablation.md",
         SELECTED,
-        [f"{ABLATION_ROOT}/{s.name}/winner.json" for s in ABLATION_PLAN],
+        [winner(s.name) for s in ABLATION_PLAN],
         ablation_runs("paper-choice"),
     output:
         f"{BUILD}/executed/ablation.ipynb",
     log:
         f"{BUILD}/logs/ablation.log",
     params:
-        command=notebook_command("notebooks/ablation.md", f"{BUILD}/executed/ablation.ipynb",
-                                 {"dataset": ABLATION["dataset"], "profile": PROFILE, "seeds": ABLATION["seeds"], "values": ABLATION["values"]},
-                                 f"{BUILD}/logs/ablation.log"),
+        command=lambda wc, input, output: notebook_command(
+            input[0], output[0], {"dataset": ABLATION["dataset"], "profile": PROFILE, "seeds": ABLATION["seeds"], "values": ABLATION["values"]}),
     shell:
-        "{params.command}"
+        JOB
 
 
 def finetune_title(dataset):
@@ -265,10 +269,9 @@ rule finetune_seed:
     resources:
         gpu=1,
     params:
-        command=lambda wc: notebook_command("notebooks/finetune.md", f"{BUILD}/executed/seeds/finetune-{wc.dataset}-seed{wc.seed}.ipynb",
-                                            finetune_parameters(wc.dataset, [int(wc.seed)]), f"{BUILD}/logs/finetune-{wc.dataset}-seed{wc.seed}.log"),
+        command=lambda wc, input, output: notebook_command(input[0], output[0], finetune_parameters(wc.dataset, [int(wc.seed)])),
     shell:
-        "{params.command}"
+        JOB
 
 
 rule finetune:
@@ -284,11 +287,10 @@ rule finetune:
     wildcard_constraints:
         dataset="|".join(DATASETS),
     params:
-        command=lambda wc: notebook_command("notebooks/finetune.md", f"{BUILD}/executed/finetune-{wc.dataset}.ipynb",
-                                            finetune_parameters(wc.dataset), f"{BUILD}/logs/finetune-{wc.dataset}.log",
-                                            title=finetune_title(wc.dataset)),
+        command=lambda wc, input, output: notebook_command(input[0], output[0], finetune_parameters(wc.dataset),
+                                                           title=finetune_title(wc.dataset)),
     shell:
-        "{params.command}"
+        JOB
 
 
 rule results:
@@ -300,10 +302,10 @@ rule results:
     log:
         f"{BUILD}/logs/results.log",
     params:
-        command=notebook_command("notebooks/results.md", f"{BUILD}/executed/results.ipynb",
-                                 {"profile": PROFILE, "datasets": DATASETS, **SETTINGS["results"]}, f"{BUILD}/logs/results.log"),
+        command=lambda wc, input, output: notebook_command(input[0], output[0],
+                                                           {"profile": PROFILE, "datasets": DATASETS, **SETTINGS["results"]}),
     shell:
-        "{params.command}"
+        JOB
 
 
 rule home:
@@ -315,9 +317,9 @@ rule home:
     log:
         f"{BUILD}/logs/home.log",
     params:
-        command=notebook_command("notebooks/home.md", f"{BUILD}/executed/home.ipynb", {"profile": PROFILE}, f"{BUILD}/logs/home.log"),
+        command=lambda wc, input, output: notebook_command(input[0], output[0], {"profile": PROFILE}),
     shell:
-        "{params.command}"
+        JOB
 
 
 rule statistics_build:
@@ -329,11 +331,10 @@ rule statistics_build:
     log:
         f"{BUILD}/logs/statistics-build.log",
     params:
-        command=notebook_command("notebooks/statistics.md", f"{BUILD}/executed/statistics-build.ipynb",
-                                 {"results": f"{BUILD}/results/{PROFILE}/table1.csv"}, f"{BUILD}/logs/statistics-build.log",
-                                 title="Statistics of this build's results"),
+        command=lambda wc, input, output: notebook_command(input[0], output[0], {"results": f"{BUILD}/results/{PROFILE}/table1.csv"},
+                                                           title="Statistics of this build's results"),
     shell:
-        "{params.command}"
+        JOB
 
 
 rule gallery:
@@ -345,9 +346,9 @@ rule gallery:
     log:
         f"{BUILD}/logs/gallery.log",
     params:
-        command=notebook_command("notebooks/gallery.md", GALLERY, {}, f"{BUILD}/logs/gallery.log"),
+        command=lambda wc, input, output: notebook_command(input[0], output[0], {}),
     shell:
-        "{params.command}"
+        JOB
 
 
 rule site:
