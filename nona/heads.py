@@ -1,14 +1,15 @@
-"""Regression heads: NONA (paper 000, Section 3.1) and the dense baseline, plus the projector MLP."""
+"""Regression heads: NONA (the NONA paper, Section 3.1) and the dense baseline, plus the projector MLP."""
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor, nn
 
 from nona.inference import predict_no_grad
-from nona.similarity import check_similarity_kind, self_similarity, similarity
+from nona.similarity import check_similarity_kind, similarity
 from nona.softstep import SoftStep
 
 # Number of (rows x N) temporaries alive at once in one chunk of the forward
@@ -17,19 +18,99 @@ _LIVE_TEMPORARIES = 6
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
 
 
+class SelfNeighbourWarning(UserWarning):
+    """A training call whose neighbour set is the query batch itself, without ``exclude_self=True``."""
+
+
 def _check_finite(name: str, tensor: Tensor) -> None:
     if not torch.isfinite(tensor).all():
         bad = (~torch.isfinite(tensor)).nonzero()[:5].tolist()
         raise ValueError(f"{name} contains NaN or inf (first offending indices: {bad}); clean the input first")
 
 
+def _same_points(z: Tensor, z_n: Tensor) -> bool:
+    # The same tensor, or a view of the same memory with the same layout.
+    return z is z_n or (
+        z.shape == z_n.shape
+        and z.stride() == z_n.stride()
+        and z.storage_offset() == z_n.storage_offset()
+        and z.untyped_storage().data_ptr() == z_n.untyped_storage().data_ptr()
+    )
+
+
+def warn_if_self_neighbours(z: Tensor, z_n: Tensor, exclude_self: bool) -> None:
+    """Warn (:class:`SelfNeighbourWarning`) when training on a batch that is its own neighbour set without exclude_self."""
+    if not exclude_self and torch.is_grad_enabled() and _same_points(z, z_n):
+        warnings.warn(
+            "the queries are also the neighbours (z_n is z) while gradients are enabled: each point would see "
+            "its own label with the largest weight and the head would learn to copy it; pass exclude_self=True "
+            "to leave each point's own entry out when training",
+            SelfNeighbourWarning,
+            stacklevel=3,
+        )
+
+
+class _Attend(torch.autograd.Function):
+    """``softmax(logits) @ y`` with each row's own column (``self_index``) left out, analytic backward.
+
+    The backward pass needs only the unnormalised weights and the row sums:
+    ``d y_hat_i / d logit_ij = w_ij (y_j - y_hat_i)``.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, y: Tensor, self_index: Tensor | None) -> Tensor:
+        if self_index is None:
+            weights = torch.sub(logits, logits.amax(dim=1, keepdim=True)).exp_()
+        else:
+            # The own entries are set to -inf for the row maximum and the exponential,
+            # then restored: through .data, so that autograd, which may have saved
+            # `logits` for another node, does not see a modification.
+            raw = logits.data
+            entries = (torch.arange(raw.shape[0], device=raw.device), self_index)
+            own = raw[entries]
+            raw[entries] = float("-inf")
+            weights = torch.sub(raw, raw.amax(dim=1, keepdim=True)).exp_()
+            raw[entries] = own
+        # Columns [y, 1]: one product gives the numerators and the row sums.
+        sums = weights @ torch.stack([y, torch.ones_like(y)], dim=1)
+        total = sums[:, 1]
+        out = sums[:, 0] / total
+        ctx.save_for_backward(weights, y, out, total)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        weights, y, out, total = ctx.saved_tensors
+        scaled = grad / total
+        grad_logits = grad_y = None
+        if ctx.needs_input_grad[0]:
+            # scaled_i (y_j - out_i) w_ij, the outer product written in one pass.
+            grad_logits = torch.addr((-scaled * out).unsqueeze(1), scaled, y).mul_(weights)
+        if ctx.needs_input_grad[1]:
+            grad_y = scaled @ weights
+        return grad_logits, grad_y, None
+
+
 class NONA(nn.Module):
     """Nearness of Neighbors Attention: ``y_hat = softmax(sim(Z, Z_N) [+ log SoftStep]) @ y_N``.
 
-    ``similarity`` is one of ``l2``, ``l1``, ``dot``, ``cos``, ``rbf``;
-    ``softstep`` is an optional :class:`~nona.softstep.SoftStep` module;
-    ``gamma`` is the initial bandwidth of ``rbf`` (learned, kept positive);
-    ``memory_budget`` caps, in bytes, the working memory of one chunk of queries.
+    Parameters
+    ----------
+    similarity : str
+        The similarity measure: ``"l2"`` (the paper's choice), ``"l1"``,
+        ``"dot"``, ``"cos"`` or ``"rbf"``.
+    softstep : SoftStep or None
+        An optional learned attention mask (:class:`~nona.softstep.SoftStep`).
+    gamma : float
+        Initial bandwidth of ``rbf`` (learned, kept positive); unused otherwise.
+    memory_budget : int
+        Cap, in bytes, on the working memory of one chunk of queries.
+
+    Raises
+    ------
+    ValueError
+        On an unknown similarity, a ``softstep`` that is not a SoftStep, a
+        non-positive ``gamma`` or ``memory_budget``.
     """
 
     def __init__(
@@ -82,20 +163,39 @@ class NONA(nn.Module):
             if z.shape[0] < 2:
                 raise ValueError("exclude_self=True with a single point leaves it no neighbour; use a batch of 2 or more")
         _check_finite("z", z)
-        _check_finite("z_n", z_n)
+        if z_n is not z:
+            _check_finite("z_n", z_n)
         _check_finite("y_n", y_n)
+        warn_if_self_neighbours(z, z_n, exclude_self)
+
+    def scores(self, z: Tensor, z_n: Tensor, self_index: Tensor | None = None) -> Tensor:
+        """Attention scores ``(b, N)`` before the own-entry mask: similarities plus the SoftStep shift.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            Queries, shape ``(b, d)``.
+        z_n : torch.Tensor
+            Neighbours, shape ``(N, d)``.
+        self_index : torch.Tensor or None
+            ``self_index[i]`` is row i's own column (training), or None.
+
+        Returns
+        -------
+        torch.Tensor
+            Shape ``(b, N)``; row i's own column holds its exact self-similarity
+            (plus shift), which takes part in SoftStep's min-max normalisation.
+        """
+        sim = similarity(z, z_n, self.similarity, gamma=self.gamma, self_index=self_index)
+        if self.softstep is not None:
+            sim = self.softstep(sim, z, self_index)
+        return sim
 
     def logits(self, z: Tensor, z_n: Tensor, self_index: Tensor | None = None) -> Tensor:
         """Attention logits ``(b, N)``: similarities, SoftStep shift, and ``-inf`` at each row's own column."""
-        sim = similarity(z, z_n, self.similarity, gamma=self.gamma)
+        sim = self.scores(z, z_n, self_index)
         if self_index is not None:
-            # The matmul expansion leaves rounding noise on the diagonal; its exact
-            # value matters because it takes part in SoftStep's min-max normalisation.
             rows = torch.arange(z.shape[0], device=z.device)
-            sim = sim.index_put((rows, self_index), self_similarity(z, self.similarity))
-        if self.softstep is not None:
-            sim = self.softstep(sim, z, self_index)
-        if self_index is not None:
             sim = sim.index_put((rows, self_index), torch.tensor(float("-inf"), dtype=sim.dtype, device=sim.device))
         return sim
 
@@ -110,10 +210,35 @@ class NONA(nn.Module):
         return torch.softmax(self.logits(z, z_n, self_index), dim=1)
 
     def forward(self, z: Tensor, z_n: Tensor, y_n: Tensor, exclude_self: bool = False) -> Tensor:
-        """Predictions of shape ``(b,)`` for queries ``z`` from neighbours ``(z_n, y_n)``.
+        """Predict each query's label from its neighbours.
 
-        With ``exclude_self=True`` the batch is its own neighbour set and each
-        point's own entry is masked by index (training mode).
+        Parameters
+        ----------
+        z : torch.Tensor
+            Query embeddings, shape ``(b, d)``.
+        z_n : torch.Tensor
+            Neighbour embeddings, shape ``(N, d)``.
+        y_n : torch.Tensor
+            Neighbour labels, shape ``(N,)``.
+        exclude_self : bool
+            True in training, when the batch is its own neighbour set
+            (``z_n`` is ``z``): each point's own entry is masked by index.
+
+        Returns
+        -------
+        torch.Tensor
+            Predictions, shape ``(b,)``.
+
+        Raises
+        ------
+        ValueError
+            On mismatched shapes, an empty neighbour set, or NaN/inf inputs.
+
+        Warns
+        -----
+        SelfNeighbourWarning
+            When gradients are enabled, ``z_n`` is ``z`` and ``exclude_self``
+            is False: each point would see its own label.
         """
         self._validate(z, z_n, y_n, exclude_self)
         y_n = y_n.to(z.dtype)
@@ -124,8 +249,7 @@ class NONA(nn.Module):
         for start in range(0, z.shape[0], step):
             chunk = z[start : start + step]
             self_index = torch.arange(start, start + chunk.shape[0], device=z.device) if exclude_self else None
-            weights = torch.softmax(self.logits(chunk, z_n, self_index), dim=1)
-            outputs.append(weights @ y_n)
+            outputs.append(_Attend.apply(self.scores(chunk, z_n, self_index), y_n, self_index))
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 

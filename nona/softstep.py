@@ -47,18 +47,58 @@ def log_s1(x: Tensor, a: Tensor, b: Tensor, t: Tensor) -> Tensor:
     return torch.where(x <= a, rejected, torch.where(x >= b, torch.zeros_like(x), transition))
 
 
-def log_s2(x: Tensor, b: Tensor, t: Tensor) -> Tensor:
-    """log S2(x; b, t): (b-x) t/(1-t) log(x/b) for x < b, 0 for x >= b."""
+def _s2_floor(dtype: torch.dtype) -> float:
     # x is floored at sqrt(smallest normal number) (1e-19 in float32): the exact
     # S2(0) = 0 would reject the farthest neighbour of every row outright and
     # leave a row with a single valid neighbour without any finite weight, and a
-    # lower floor lets 1/x overflow in the backward pass.
-    floor = torch.finfo(x.dtype).tiny ** 0.5
-    below = x < b
-    x_safe = _where_safe(below, x.clamp_min(floor), 1.0)
-    b_safe = _where_safe(below, b.expand_as(x), 1.0)
-    value = (b_safe - x_safe) * (t / (1.0 - t)) * (x_safe / b_safe).log()
-    return torch.where(below, value, torch.zeros_like(x))
+    # lower floor lets b/x overflow in the backward pass.
+    return torch.finfo(dtype).tiny ** 0.5
+
+
+class _LogS2(torch.autograd.Function):
+    """log S2 with a hand-written backward pass that stays finite for any b in [0, 1].
+
+    Autograd through ``log(x / b)`` forms ``x / b^2``, which overflows once b
+    saturates below about 1e-19 (a sigmoid of -44 in float32); the analytic
+    derivatives below only divide by x (floored) and by b where x < b.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, b: Tensor, t: Tensor) -> Tensor:
+        floor = _s2_floor(x.dtype)
+        k = t / (1.0 - t)
+        above = x >= b
+        xs = x.clamp_min(floor)
+        # log(x/b) is 0 where x >= b (S2 = 1 there): finite for b = 0 too.
+        log_ratio = torch.div(xs, b).log_().masked_fill_(above, 0.0)
+        value = torch.addcmul(k * b, xs, -k).mul_(log_ratio)
+        ctx.save_for_backward(xs, b, t, k, log_ratio, above, value)
+        return value
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        xs, b, t, k, log_ratio, above, value = ctx.saved_tensors
+        inside = grad.masked_fill(above, 0.0)
+        grad_x = grad_b = grad_t = None
+        if ctx.needs_input_grad[0]:
+            # d/dx [k (b - x) log(x/b)] = k (b/x - 1 - log(x/b)); no gradient through the floor.
+            grad_x = torch.div(b, xs).sub_(log_ratio).sub_(1.0).mul_(inside).mul_(k)
+            grad_x.masked_fill_(xs <= _s2_floor(xs.dtype), 0.0)
+            grad_x = grad_x.sum_to_size(xs.shape)
+        if ctx.needs_input_grad[1]:
+            # d/db = k (log(x/b) - 1 + x/b); the x/b term is summed first, then divided by b > 0.
+            ratio_sum = (inside * xs).sum_to_size(b.shape)
+            ratio_term = torch.where(b > 0, ratio_sum / b, torch.zeros_like(ratio_sum))
+            grad_b = k * ((inside * (log_ratio - 1.0)).sum_to_size(b.shape) + ratio_term)
+        if ctx.needs_input_grad[2]:
+            # value = k (b - x) log(x/b), so d/dk = value / k, and dk/dt = 1 / (1 - t)^2.
+            grad_t = (inside * value).sum_to_size(t.shape) / (k * (1.0 - t) ** 2)
+        return grad_x, grad_b, grad_t
+
+
+def log_s2(x: Tensor, b: Tensor, t: Tensor) -> Tensor:
+    """log S2(x; b, t): (b-x) t/(1-t) log(x/b) for x < b, 0 for x >= b (x floored at sqrt(float tiny))."""
+    return _LogS2.apply(x, b, t)
 
 
 def s1(x: Tensor, a: Tensor | float, b: Tensor | float, t: Tensor | float) -> Tensor:
