@@ -1,70 +1,29 @@
 # The companion's pipeline. Every notebook of the book is executed by the same
-# runner (nona.runner: jupytext -> papermill -> atomic publish), then the site
-# is built strictly. Profiles (profiles/<name>/config.yaml) set `profile`:
-#   quick  CPU, the embedded datasets, frozen cached features, 3 seeds (make book)
-#   paper  GPUs, the paper's ten datasets, end-to-end fine-tuning, 10 seeds,
-#          one job per (dataset, seed) so that a cluster runs them in parallel
+# runner (nona.pipeline.runner: jupytext -> papermill -> atomic publish), then the site
+# is built strictly. Snakemake's profiles (profiles/<name>/config.yaml) set
+# `profile=<name>`; what that profile runs is in profiles/<name>/pipeline.yaml:
+#   quick  CPU, the embedded datasets, 3 seeds (make book)
+#   paper  GPUs, the paper's ten datasets, end-to-end fine-tuning, 10 seeds
 #   smoke  tiny settings of every notebook, used by the tests (no site build)
+# Every training run is a job whose declared outputs are its records: one job
+# per (dataset, seed) trains every arm of the experiment, one job per (ablation
+# stage, seed) every candidate of the stage; notebooks then present the records.
 import glob
 import json
 import os
 import shlex
 import sys
 
-PROFILE = config.get("profile", "quick")
-BUILD = os.environ.get("NONA_BUILD", "build")
-PAPER_DATASETS = [
-    "rsna-bone-age", "medsegbench-brifiseg", "adresso", "coughvid", "nosemic",
-    "udacity", "pitchfork", "houses", "books", "austin",
-]
-PROFILES = {
-    "quick": {
-        "datasets": ["digits-rotation", "vader-valence", "heart-rate-audio"],
-        "finetune": {"seeds": [0, 1, 2], "max_epochs": 60, "patience": 10, "device": "cpu"},
-        "results": {"umap_dataset": "digits-rotation"},
-        "ablation": {"dataset": "digits-rotation", "seeds": [0, 1, 2], "values": {}, "frozen": True},
-        # One job per (dataset, seed) balances the two cores better than one per dataset.
-        "per_seed_jobs": True,
-        "site": True,
-    },
-    "paper": {
-        "datasets": PAPER_DATASETS,
-        "finetune": {"seeds": list(range(10)), "max_epochs": 1000, "patience": 10, "device": "cuda",
-                     "backbone_trainable": True},
-        "results": {"umap_dataset": "rsna-bone-age"},
-        "ablation": {"dataset": "rsna-bone-age", "seeds": [0, 1, 2], "values": {}, "frozen": False},
-        "per_seed_jobs": True,
-        "site": True,
-    },
-    "smoke": {
-        "datasets": ["synthetic-2d"],
-        "finetune": {"seeds": [0, 1], "max_epochs": 3, "patience": 2, "device": "cpu"},
-        "results": {"umap_dataset": "synthetic-2d"},
-        # Two candidates for most stages keep the smoke test short.
-        "ablation": {"dataset": "synthetic-2d", "seeds": [0, 1], "frozen": True, "values": {
-            "similarity": ["l2", "cos", "rbf"], "softstep": ["none", "s2-pointwise"], "batch_size": [32, 64],
-            "embed_dim": [25], "dense_embed_dim": [25], "dense_batch_size": [32, 64]}},
-        "per_seed_jobs": False,
-        "site": False,
-    },
-}
-if PROFILE not in PROFILES:
-    raise ValueError(f"unknown profile {PROFILE!r}; expected one of {', '.join(PROFILES)}")
-SETTINGS = PROFILES[PROFILE]
-DATASETS = SETTINGS["datasets"]
+from nona.pipeline.config import check_profile, load_profile
 
-# Notebooks of the book that run once per profile: name -> parameters per
-# profile. Each runs from notebooks/<name>.md into build/executed/<name>.ipynb.
-BOOK_NOTEBOOKS = {
-    "method": {},
-    "statistics": {},
-    "datasets": {},
-    "theory": {},
-    "synthetic_surfaces": {"smoke": {"n_train": 200, "n_test": 100, "grid_size": 20, "max_epochs": 3, "hidden": 16}},
-    "softstep_shapes": {"smoke": {"n_points": 200, "max_epochs": 3, "n_curves": 3}},
-    "flops": {"smoke": {"max_log2_n": 6, "max_log2_n_timed": 6, "max_log2_d": 6, "fit_points": 2, "repeats": 1}, "paper": {"max_log2_n_timed": 12, "repeats": 10}},
-    "diabetes": {"smoke": {"n_splits": 2, "max_epochs": 3}},
-}
+PROFILE = check_profile(config.get("profile", "quick"))
+BUILD = os.environ.get("NONA_BUILD", "build")
+# Everything this profile runs: profiles/<profile>/pipeline.yaml (see nona.pipeline.config).
+SETTINGS = load_profile(PROFILE)
+DATASETS = SETTINGS["datasets"]
+# Notebooks of the book that run once per profile: name -> parameters. Each runs from
+# notebooks/<name>.md into build/executed/<name>.ipynb.
+BOOK_NOTEBOOKS = SETTINGS["notebooks"]
 
 
 def as_json(parameters):
@@ -83,8 +42,8 @@ def python_command(arguments):
 
 
 def notebook_command(source, output, parameters, title=None):
-    """Shell command that executes one notebook with nona.runner (see python_command)."""
-    arguments = ["nona.runner", source, output, "--parameters-json", as_json(parameters)]
+    """Shell command that executes one notebook with nona.pipeline.runner (see python_command)."""
+    arguments = ["nona.pipeline.runner", source, output, "--parameters-json", as_json(parameters)]
     return python_command(arguments + (["--title", title] if title else []))
 
 
@@ -122,7 +81,7 @@ rule notebook:
     wildcard_constraints:
         name="|".join(BOOK_NOTEBOOKS) or "no-notebook",
     params:
-        command=lambda wc, input, output: notebook_command(input[0], output[0], BOOK_NOTEBOOKS[wc.name].get(PROFILE, {})),
+        command=lambda wc, input, output: notebook_command(input[0], output[0], BOOK_NOTEBOOKS[wc.name] or {}),
     shell:
         JOB
 
@@ -131,9 +90,13 @@ rule notebook:
 # candidate, seed); a stage's jobs need the previous stage's winner.json, so
 # they start only once it is selected. The main comparison then uses the
 # selected configuration (selected.json) on every dataset of the profile.
-from nona.ablation import ablation_plan, get_stage, previous_stage, run_record_path, selected_path, winner_path
+from nona.pipeline.ablation import ablation_plan, candidate_record_path, get_stage, paper_choice_stage, previous_stage, selected_path, winner_path
+from nona.pipeline.experiment import ARMS
 
 ABLATION = SETTINGS["ablation"]
+# The training settings every run of this profile shares (the seeds are per job).
+FINETUNE_SETTINGS = {k: v for k, v in SETTINGS["finetune"].items() if k != "seeds"}
+RUNS_DIR = f"{BUILD}/runs/{PROFILE}"
 ABLATION_ROOT = f"{BUILD}/ablation/{PROFILE}/{ABLATION['dataset']}"
 ABLATION_PLAN = ablation_plan(ABLATION["values"])
 ABLATION_FEATURES = f"{ABLATION_ROOT}/features.pt" if ABLATION["frozen"] else None
@@ -145,24 +108,29 @@ def winner(stage_name):
     return str(winner_path(ABLATION_ROOT, stage_name))
 
 
-def ablation_runs(stage_name):
+def ablation_records(stage_name, seeds=None):
     stage = get_stage(ABLATION_PLAN, stage_name)
-    return [str(run_record_path(ABLATION_ROOT, stage.name, label, seed)) for label in stage.labels() for seed in ABLATION["seeds"]]
+    return [str(candidate_record_path(ABLATION_ROOT, stage.name, label, seed))
+            for label in stage.labels() for seed in (ABLATION["seeds"] if seeds is None else seeds)]
 
 
-def ablation_run_arguments(wc):
-    train = {k: v for k, v in SETTINGS["finetune"].items() if k != "seeds"}
-    arguments = ["nona.ablation", "run", "--root", ABLATION_ROOT, "--values-json", as_json(ABLATION["values"]),
-                 "--stage", wc.stage, "--candidate", wc.candidate, "--seed", wc.seed,
-                 "--dataset", ABLATION["dataset"], "--profile", PROFILE, "--train-json", as_json(train)]
+def ablation_run_arguments(stage, seed):
+    arguments = ["nona.pipeline.ablation", "run", "--root", ABLATION_ROOT, "--values-json", as_json(ABLATION["values"]),
+                 "--stage", stage, "--seed", seed,
+                 "--dataset", ABLATION["dataset"], "--profile", PROFILE, "--train-json", as_json(FINETUNE_SETTINGS)]
     return arguments + (["--features", ABLATION_FEATURES] if ABLATION_FEATURES else [])
 
 
-def ablation_run_inputs(wc):
+def ablation_stage_inputs(stage):
     # paper-choice runs after the last stage so that it can reuse an identical run.
-    before = LAST_NONA_STAGE if wc.stage == "paper-choice" else getattr(previous_stage(ABLATION_PLAN, wc.stage), "name", None)
+    before = LAST_NONA_STAGE if stage == "paper-choice" else getattr(previous_stage(ABLATION_PLAN, stage), "name", None)
     inputs = [winner(before)] if before else []
     return inputs + ([ABLATION_FEATURES] if ABLATION_FEATURES else [])
+
+
+def stage_of(record):
+    """The ablation stage of a candidate record path (<root>/<stage>/<candidate>/seed<k>.json)."""
+    return os.path.basename(os.path.dirname(os.path.dirname(record)))
 
 
 rule ablation_features:
@@ -171,33 +139,36 @@ rule ablation_features:
     log:
         f"{BUILD}/logs/ablation/features.log",
     params:
-        command=lambda wc, output: python_command(["nona.ablation", "features", "--dataset", ABLATION["dataset"], "--out", output[0]]),
+        command=lambda wc, output: python_command(["nona.pipeline.ablation", "features", "--dataset", ABLATION["dataset"], "--out", output[0]]),
     shell:
         JOB
 
 
-rule ablation_run:
-    input:
-        ablation_run_inputs,
-    output:
-        str(run_record_path(ABLATION_ROOT, "{stage}", "{candidate}", "{seed}")),
-    log:
-        f"{BUILD}/logs/ablation/{{stage}}-{{candidate}}-seed{{seed}}.log",
-    wildcard_constraints:
-        stage="|".join([s.name for s in ABLATION_PLAN] + ["paper-choice"]),
-        candidate="[^/]+",
-        seed=r"\d+",
-    resources:
-        gpu=1,
-    params:
-        command=lambda wc: python_command(ablation_run_arguments(wc)),
-    shell:
-        JOB
+# One job per (stage, seed) trains every candidate of the stage on that seed (a
+# process per candidate spent more time starting Python and torch than training).
+for _stage in [*ABLATION_PLAN, paper_choice_stage()]:
+    rule:
+        name:
+            f"ablation_{_stage.name.replace('-', '_')}"
+        input:
+            ablation_stage_inputs(_stage.name),
+        output:
+            [str(candidate_record_path(ABLATION_ROOT, _stage.name, label, "{seed}")) for label in _stage.labels()],
+        log:
+            f"{BUILD}/logs/ablation/{_stage.name}-seed{{seed}}.log",
+        wildcard_constraints:
+            seed=r"\d+",
+        resources:
+            gpu=1,
+        params:
+            command=lambda wc, output: python_command(ablation_run_arguments(stage_of(output[0]), wc.seed)),
+        shell:
+            JOB
 
 
 rule ablation_select:
     input:
-        lambda wc: ablation_runs(wc.stage),
+        lambda wc: ablation_records(wc.stage),
     output:
         winner("{stage}"),
     log:
@@ -205,7 +176,7 @@ rule ablation_select:
     wildcard_constraints:
         stage="|".join(s.name for s in ABLATION_PLAN),
     params:
-        command=lambda wc: python_command(["nona.ablation", "select", "--root", ABLATION_ROOT, "--values-json", as_json(ABLATION["values"]),
+        command=lambda wc: python_command(["nona.pipeline.ablation", "select", "--root", ABLATION_ROOT, "--values-json", as_json(ABLATION["values"]),
                                            "--stage", wc.stage, "--seeds", *ABLATION["seeds"]]),
     shell:
         JOB
@@ -220,7 +191,7 @@ rule ablation_selected:
     log:
         f"{BUILD}/logs/ablation/selected.log",
     params:
-        command=python_command(["nona.ablation", "selected", "--root", ABLATION_ROOT, "--values-json", as_json(ABLATION["values"]),
+        command=python_command(["nona.pipeline.ablation", "selected", "--root", ABLATION_ROOT, "--values-json", as_json(ABLATION["values"]),
                                 "--dataset", ABLATION["dataset"], "--profile", PROFILE]),
     shell:
         JOB
@@ -231,7 +202,7 @@ rule ablation:
         "notebooks/ablation.md",
         SELECTED,
         [winner(s.name) for s in ABLATION_PLAN],
-        ablation_runs("paper-choice"),
+        ablation_records("paper-choice"),
     output:
         f"{BUILD}/executed/ablation.ipynb",
     log:
@@ -249,27 +220,33 @@ def finetune_title(dataset):
     return f"Fine-tuning: {get_manifest(dataset)['title']}"
 
 
-def finetune_parameters(dataset, seeds=None):
-    parameters = {"dataset": dataset, "profile": PROFILE, "ablation": SELECTED, **SETTINGS["finetune"]}
-    if seeds is not None:
-        parameters["seeds"] = seeds
-    return parameters
+def finetune_parameters(dataset):
+    return {"dataset": dataset, "profile": PROFILE, "ablation": SELECTED, "runs_dir": f"{RUNS_DIR}/{dataset}",
+            **SETTINGS["finetune"]}
 
 
-# Paper and quick profiles: one job per (dataset, seed) (with a GPU each in the paper profile); the per-dataset
-# notebook then finds every seed complete and only tabulates and plots.
-rule finetune_seed:
+def run_records(dataset, seed):
+    return [f"{RUNS_DIR}/{dataset}/{arm}/seed{seed}.json" for arm in ARMS]
+
+
+# One job per (dataset, seed) trains every arm of the experiment on that split (with a GPU in the paper
+# profile); its outputs are the run records. The per-dataset notebook then only tabulates and plots them.
+rule finetune_runs:
     input:
-        "notebooks/finetune.md",
         SELECTED,
     output:
-        f"{BUILD}/executed/seeds/finetune-{{dataset}}-seed{{seed}}.ipynb",
+        run_records("{dataset}", "{seed}"),
     log:
-        f"{BUILD}/logs/finetune-{{dataset}}-seed{{seed}}.log",
+        f"{BUILD}/logs/runs/{{dataset}}-seed{{seed}}.log",
+    wildcard_constraints:
+        dataset="|".join(DATASETS),
+        seed=r"\d+",
     resources:
         gpu=1,
     params:
-        command=lambda wc, input, output: notebook_command(input[0], output[0], finetune_parameters(wc.dataset, [int(wc.seed)])),
+        command=lambda wc, input: python_command(["nona.pipeline.experiment", "--dataset", wc.dataset, "--profile", PROFILE,
+                                                  "--seed", wc.seed, "--out-dir", f"{RUNS_DIR}/{wc.dataset}",
+                                                  "--ablation", input[0], "--settings-json", as_json(FINETUNE_SETTINGS)]),
     shell:
         JOB
 
@@ -278,8 +255,7 @@ rule finetune:
     input:
         "notebooks/finetune.md",
         SELECTED,
-        lambda wc: [f"{BUILD}/executed/seeds/finetune-{wc.dataset}-seed{s}.ipynb" for s in SETTINGS["finetune"]["seeds"]]
-        if SETTINGS["per_seed_jobs"] else [],
+        lambda wc: [r for seed in SETTINGS["finetune"]["seeds"] for r in run_records(wc.dataset, seed)],
     output:
         f"{BUILD}/executed/finetune-{{dataset}}.ipynb",
     log:
@@ -297,13 +273,14 @@ rule results:
     input:
         "notebooks/results.md",
         [f"{BUILD}/executed/finetune-{d}.ipynb" for d in DATASETS],
+        [r for d in DATASETS for seed in SETTINGS["finetune"]["seeds"] for r in run_records(d, seed)],
     output:
         f"{BUILD}/executed/results.ipynb",
     log:
         f"{BUILD}/logs/results.log",
     params:
-        command=lambda wc, input, output: notebook_command(input[0], output[0],
-                                                           {"profile": PROFILE, "datasets": DATASETS, **SETTINGS["results"]}),
+        command=lambda wc, input, output: notebook_command(input[0], output[0], {"profile": PROFILE, "datasets": DATASETS,
+                                                                                 "runs_dir": RUNS_DIR, **SETTINGS["results"]}),
     shell:
         JOB
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from nona.devices import move_to, resolve_device
 from nona.heads import NONA, DenseHead, Projector
 from nona.neighbour_heads import NCA, DifferentiableKNN
 from nona.softstep import PARAM_MODES, SOFTSTEP_FUNCTIONS, softstep_from_spec
@@ -76,17 +77,6 @@ class TrainConfig:
 def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise ValueError(f"unknown {name} {value!r}; valid values are: {', '.join(valid)}")
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; an explicit ``cuda`` without a GPU raises."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was requested but no CUDA GPU is available; use device='auto' or 'cpu'")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"unknown device {device!r}; valid values are: auto, cpu, cuda, cuda:N")
-    return torch.device(device)
 
 
 class RegressionModel(nn.Module):
@@ -151,8 +141,6 @@ class RawInputs:
 
     def take(self, indices) -> object:
         """The transformed batch of the inputs at ``indices``, on the training device."""
-        from nona.backbones.base import move_to
-
         picked = self.subset(np.asarray(indices.cpu() if isinstance(indices, Tensor) else indices)).inputs
         return move_to(self.backbone.transform(picked, sample_rate=self.sample_rate), self.device)
 

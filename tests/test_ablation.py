@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from nona.ablation import (
+from nona.pipeline.ablation import (
     NONA_START,
     ablation_plan,
     candidate_config,
@@ -16,14 +16,14 @@ from nona.ablation import (
     get_stage,
     main,
     previous_stage,
-    run_candidate,
-    run_record_path,
+    train_candidate,
+    candidate_record_path,
     select_winner,
     winner_path,
     write_selected,
     write_selection,
 )
-from nona.atomic import write_json
+from nona.io.atomic import write_json
 
 PLAN = ablation_plan()
 
@@ -116,7 +116,7 @@ def test_write_selection_and_selected_from_records(tmp_path):
                           "dense_embed_dim": [25], "dense_batch_size": [32, 64]})
     for label, val in (("l2", 2.0), ("cos", 1.0)):
         for seed in (0, 1):
-            write_json(run_record_path(tmp_path, "similarity", label, seed),
+            write_json(candidate_record_path(tmp_path, "similarity", label, seed),
                        record(label, seed, val, 9.0, {**NONA_START, "similarity": label}))
     with pytest.raises(FileNotFoundError, match="missing ablation run"):
         write_selection(tmp_path, plan, "softstep", [0, 1])
@@ -124,12 +124,12 @@ def test_write_selection_and_selected_from_records(tmp_path):
     assert json.loads(winner_path(tmp_path, "similarity").read_text())["config"]["similarity"] == "cos"
     for stage, label in (("softstep", "none"), ("batch_size", "32"), ("embed_dim", "25")):
         for seed in (0, 1):
-            write_json(run_record_path(tmp_path, stage, label, seed),
+            write_json(candidate_record_path(tmp_path, stage, label, seed),
                        record(label, seed, 1.0, 1.0, candidate_config(plan, stage, label, tmp_path)))
         write_selection(tmp_path, plan, stage, [0, 1])
     for label, val in (("d25-b32", 3.0), ("d25-b64", 2.0)):
         for seed in (0, 1):
-            write_json(run_record_path(tmp_path, "dense-grid", label, seed),
+            write_json(candidate_record_path(tmp_path, "dense-grid", label, seed),
                        record(label, seed, val, 1.0, candidate_config(plan, "dense-grid", label, tmp_path)))
     write_selection(tmp_path, plan, "dense-grid", [0, 1])
     selected = write_selected(tmp_path, plan, "synthetic-2d", "smoke")
@@ -146,17 +146,17 @@ def test_runs_train_write_records_and_reuse_an_identical_run(tmp_path):
     torch.save({"inputs": x, "labels": (x[:, 0] * 3 + torch.sin(6 * x[:, 1])).numpy()}, features)
     train = {"max_epochs": 2, "patience": 2, "device": "cpu", "hidden": 8}
     for label in ("l2", "cos"):
-        run_candidate(tmp_path, plan, "similarity", label, 0, "synthetic-2d", "smoke", train, features)
-    first = json.loads(run_record_path(tmp_path, "similarity", "cos", 0).read_text())
+        train_candidate(tmp_path, plan, "similarity", label, 0, "synthetic-2d", "smoke", train, features)
+    first = json.loads(candidate_record_path(tmp_path, "similarity", "cos", 0).read_text())
     assert first["head_config"] == {**NONA_START, "similarity": "cos"} and first["config"]["hidden"] == 8
     assert 0 < first["val_mse"] and "reused_from" not in first
     write_selection(tmp_path, plan, "similarity", [0])
     winner = json.loads(winner_path(tmp_path, "similarity").read_text())["winner"]
-    reused = run_candidate(tmp_path, plan, "softstep", "none", 0, "synthetic-2d", "smoke", train, features)
+    reused = train_candidate(tmp_path, plan, "softstep", "none", 0, "synthetic-2d", "smoke", train, features)
     assert reused["reused_from"] == f"similarity/{winner}/seed0.json"
-    assert reused["val_mse"] == json.loads(run_record_path(tmp_path, "similarity", winner, 0).read_text())["val_mse"]
+    assert reused["val_mse"] == json.loads(candidate_record_path(tmp_path, "similarity", winner, 0).read_text())["val_mse"]
     # Other training settings are another experiment: nothing is reused.
-    retrained = run_candidate(tmp_path, plan, "softstep", "none", 0, "synthetic-2d", "smoke", {**train, "max_epochs": 3}, features)
+    retrained = train_candidate(tmp_path, plan, "softstep", "none", 0, "synthetic-2d", "smoke", {**train, "max_epochs": 3}, features)
     assert "reused_from" not in retrained and retrained["train"]["max_epochs"] == 3
     assert main(["run", "--root", str(tmp_path), "--values-json", json.dumps({"similarity": ["l2", "cos"], "softstep": ["none", "s2-global"]}),
                  "--stage", "softstep", "--candidate", "s2-global", "--seed", "0", "--dataset", "synthetic-2d",

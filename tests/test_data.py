@@ -12,7 +12,7 @@ import torch
 from nona.data import Dataset, LabelScaler, data_root, get_manifest, load_dataset, make_splits, verify_files
 from nona.data.splits import label_bins
 from nona.data.synthetic import TARGETS, heart_rate_audio, make_surface, surface_grid, target_function
-from nona.paths import REPO_ROOT
+from nona.io.paths import REPO_ROOT
 
 # ---------------------------------------------------------------- splits
 

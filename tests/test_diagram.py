@@ -10,7 +10,7 @@ from matplotlib.patches import FancyArrowPatch
 from matplotlib.path import Path
 from matplotlib.text import Text
 
-from nona.diagram import CONTENT, draw_nona_block
+from nona.paper.diagram import CONTENT, draw_nona_block
 
 EXPECTED_LABELS = {
     "$X$", "$X_N$", "$F$", "$Z$", "$Z_N$", r"$\mathrm{Sim}(Z, Z_N)$", r"$\sim$", r"$a,\ b,\ t$", r"$\ln$", "$+$",

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import nona.experiment as experiment
-from nona.experiment import collect_runs, run_experiment, run_path, summary_table
+import nona.pipeline.experiment as experiment
+from nona.pipeline.experiment import train_dataset
+from nona.pipeline.records import load_records, method_table, record_path, summary_table
 from nona.train import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -20,24 +21,24 @@ FAST = TrainConfig(max_epochs=2, patience=2, batch_size=64, device="cpu")
 
 def test_records_resume_and_aggregate(tmp_path):
     logs = []
-    table = run_experiment("synthetic-2d", "smoke", [0, 1], ["dense", "nona"], FAST, tmp_path / "synthetic-2d", log=logs.append)
+    table = method_table(train_dataset("synthetic-2d", "smoke", [0, 1], ["dense", "nona"], FAST, tmp_path / "synthetic-2d", log=logs.append))
     assert sorted(table.method.unique()) == ["Dense", "Dense + NNK", "Dense + k-NN", "Dense ⊕ k-NN", "NONA", "NONA + NNK", "NONA + k-NN"]
     assert set(table[table.extension].method) == {"Dense + NNK", "NONA + NNK", "Dense ⊕ k-NN"}
-    record = json.loads(run_path(tmp_path / "synthetic-2d", "nona", 1).read_text())
+    record = json.loads(record_path(tmp_path / "synthetic-2d", "nona", 1).read_text())
     assert record["split_sizes"] == {"train": 1360, "val": 240, "test": 400}
     assert record["config"]["softstep"] == "s2-pointwise" and record["config"]["seed"] == 1
     assert {"commit", "device", "started", "versions"} <= set(record["provenance"])
     assert 0 < record["test_mse"] < 1 and record["knn_params"]["n_neighbors"] in (3, 5, 7)
-    assert run_path(tmp_path / "synthetic-2d", "nona", 1).with_suffix(".npz").exists()
+    assert record_path(tmp_path / "synthetic-2d", "nona", 1).with_suffix(".npz").exists()
 
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "synthetic-2d").rglob("seed*.json")}
     logs.clear()
-    again = run_experiment("synthetic-2d", "smoke", [0, 1], ["dense", "nona"], FAST, tmp_path / "synthetic-2d", log=logs.append)
+    again = method_table(train_dataset("synthetic-2d", "smoke", [0, 1], ["dense", "nona"], FAST, tmp_path / "synthetic-2d", log=logs.append))
     assert all("skipped" in line for line in logs) and len(logs) == 4
     assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "synthetic-2d").rglob("seed*.json")}
     assert again.equals(table)
 
-    summary = summary_table(collect_runs(tmp_path))
+    summary = summary_table(method_table(load_records(tmp_path)))
     assert set(summary.columns) == {"dataset", "method", "extension", "mean", "std", "n_seeds"}
     assert (summary.n_seeds == 2).all()
 
@@ -46,35 +47,35 @@ def test_head_configs_override_per_head_and_changed_settings_retrain(tmp_path):
     logs = []
     selected = {"nona": {"head": "nona", "similarity": "cos", "softstep": "none", "batch_size": 32, "embed_dim": 8},
                 "dense": {"head": "dense", "batch_size": 128, "embed_dim": 4}}
-    run_experiment("synthetic-2d", "smoke", [0], ["dense", "nona"], FAST, tmp_path, log=logs.append, head_configs=selected)
-    nona = json.loads(run_path(tmp_path, "nona", 0).read_text())["config"]
-    dense = json.loads(run_path(tmp_path, "dense", 0).read_text())["config"]
+    train_dataset("synthetic-2d", "smoke", [0], ["dense", "nona"], FAST, tmp_path, log=logs.append, head_configs=selected)
+    nona = json.loads(record_path(tmp_path, "nona", 0).read_text())["config"]
+    dense = json.loads(record_path(tmp_path, "dense", 0).read_text())["config"]
     assert (nona["similarity"], nona["softstep"], nona["batch_size"], nona["embed_dim"]) == ("cos", "none", 32, 8)
     assert (dense["head"], dense["batch_size"], dense["embed_dim"]) == ("dense", 128, 4)
 
     logs.clear()
-    run_experiment("synthetic-2d", "smoke", [0], ["dense", "nona"], FAST, tmp_path, log=logs.append)
+    train_dataset("synthetic-2d", "smoke", [0], ["dense", "nona"], FAST, tmp_path, log=logs.append)
     assert sum("other settings" in line for line in logs) == 2
-    assert json.loads(run_path(tmp_path, "nona", 0).read_text())["config"]["embed_dim"] == FAST.embed_dim
+    assert json.loads(record_path(tmp_path, "nona", 0).read_text())["config"]["embed_dim"] == FAST.embed_dim
 
 
 def test_extension_runs_inherit_the_selected_sizes_and_are_marked(tmp_path):
-    from nona.experiment import run_config
+    from nona.pipeline.experiment import arm_config
 
     selected = {"nona": {"head": "nona", "similarity": "cos", "softstep": "none", "batch_size": 32, "embed_dim": 8},
                 "dense": {"head": "dense", "batch_size": 128, "embed_dim": 4}}
-    nca = run_config("nca", FAST, selected)
+    nca = arm_config("nca", FAST, selected)
     assert (nca.head, nca.similarity, nca.softstep, nca.batch_size, nca.embed_dim) == ("nca", "rbf", "lu-pointwise", 32, 8)
-    weighted = run_config("dense-knnw", FAST, selected)
+    weighted = arm_config("dense-knnw", FAST, selected)
     assert (weighted.head, weighted.loss_weights, weighted.batch_size, weighted.embed_dim) == ("dense", "knn", 128, 4)
-    with pytest.raises(ValueError, match="unknown run 'knn'"):
-        run_config("knn", FAST)
+    with pytest.raises(ValueError, match="unknown arm 'knn'"):
+        arm_config("knn", FAST)
 
-    table = run_experiment("synthetic-2d", "smoke", [0], ["nca", "dknn", "dense-knnw"], FAST, tmp_path, log=lambda _: None,
-                           head_configs=selected)
+    table = method_table(train_dataset("synthetic-2d", "smoke", [0], ["nca", "dknn", "dense-knnw"], FAST, tmp_path, log=lambda _: None,
+                                        head_configs=selected))
     assert set(table.method) == {"NCA + SoftStep", "Diff. k-NN + SoftStep", "Dense, k-NN-weighted loss"}
     assert table.extension.all()
-    record = json.loads(run_path(tmp_path, "dense-knnw", 0).read_text())
+    record = json.loads(record_path(tmp_path, "dense-knnw", 0).read_text())
     assert record["config"]["loss_weights"] == "knn" and record["method"] == "Dense, k-NN-weighted loss"
 
 
@@ -82,20 +83,22 @@ def test_interrupted_run_leaves_no_partial_record(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(experiment, "run_one", interrupted)
+    monkeypatch.setattr(experiment, "train_and_evaluate", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_experiment("synthetic-2d", "smoke", [0], ["nona"], FAST, tmp_path, log=lambda _: None)
+        train_dataset("synthetic-2d", "smoke", [0], ["nona"], FAST, tmp_path, log=lambda _: None)
     assert not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob("*.npz"))
 
 
 def test_unknown_head_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="unknown head 'knn'; valid values are: dense, nona, nca, dknn, dense-knnw"):
-        run_experiment("synthetic-2d", "smoke", [0], ["knn"], FAST, tmp_path)
+    with pytest.raises(ValueError, match="unknown arm 'knn'; valid values are: dense, nona, nca, dknn, dense-knnw"):
+        train_dataset("synthetic-2d", "smoke", [0], ["knn"], FAST, tmp_path)
 
 
-def test_collect_runs_without_records_says_what_to_do(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run the pipeline first"):
-        collect_runs(tmp_path)
+def test_tabulating_without_records_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the fine-tuning step first"):
+        method_table(load_records(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no run records for digits-rotation"):
+        load_records(tmp_path, ["digits-rotation"])
 
 
 @pytest.mark.slow
@@ -119,15 +122,17 @@ def test_paper_profile_dry_run_lists_one_job_per_dataset_and_seed():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     counts = {line.split()[0]: int(line.split()[1]) for line in done.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
-    assert counts["finetune_seed"] == 100 and counts["finetune"] == 10 and counts["results"] == 1
-    # The ablation on RSNA: (5 similarities + 5 SoftSteps + 4 batch sizes + 3 dimensions + 12 dense cells
-    # + the paper's choice) x 3 seeds, four stage selections plus the dense grid's.
-    assert counts["ablation_run"] == 90 and counts["ablation_select"] == 5 and "ablation_features" not in counts
+    assert counts["finetune_runs"] == 100 and counts["finetune"] == 10 and counts["results"] == 1
+    # The ablation on RSNA: one job per (stage, seed) for the four NONA stages, the dense grid and the
+    # paper's choice, 3 seeds each; four stage selections plus the dense grid's.
+    stages = ["similarity", "softstep", "batch_size", "embed_dim", "dense_grid", "paper_choice"]
+    assert [counts[f"ablation_{stage}"] for stage in stages] == [3] * 6
+    assert counts["ablation_select"] == 5 and "ablation_features" not in counts
 
 
 def test_relative_to_dense_gives_the_papers_median_reduction():
-    from nona.experiment import relative_to_dense
-    from nona.reference import paper_table1
+    from nona.pipeline.records import relative_to_dense
+    from nona.paper.reference import paper_table1
 
     relative = relative_to_dense(paper_table1())
     assert list(relative.columns) == ["Dense", "Dense + k-NN", "NONA", "NONA + k-NN"]

@@ -9,28 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from nona.runner import check_parameters, declared_parameters, run_notebook
+from nona.pipeline.config import load_profile, notebook_parameters, profile_names
+from nona.pipeline.runner import check_parameters, declared_parameters, run_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
-# name -> (smoke parameters, figure ids it publishes). The smoke parameters match the
-# Snakefile's smoke profile; each run takes 10-15 s on a laptop CPU, mostly kernel start-up.
-FIGURE_NOTEBOOKS = {
-    "method": ({}, ["nona-block-diagram"]),
-    "softstep_shapes": (
-        {"n_points": 200, "max_epochs": 3, "n_curves": 3},
-        ["softstep-shapes", "softstep-row-effect", "softstep-kept-neighbours"],
-    ),
-    "flops": (
-        {"max_log2_n": 6, "max_log2_n_timed": 6, "max_log2_d": 6, "fit_points": 2, "repeats": 1},
-        ["flops-scaling", "flops-wall-time"],
-    ),
-    "synthetic_surfaces": (
-        {"n_train": 200, "n_test": 100, "grid_size": 20, "max_epochs": 3, "hidden": 16},
-        ["synthetic-surfaces"],
-    ),
-    "diabetes": ({"n_splits": 2, "max_epochs": 3}, ["diabetes-cv"]),
+# name -> (smoke parameters from profiles/smoke/pipeline.yaml, figure ids it publishes);
+# each run takes 10-15 s on a laptop CPU, mostly kernel start-up.
+FIGURE_IDS = {
+    "method": ["nona-block-diagram"],
+    "softstep_shapes": ["softstep-shapes", "softstep-row-effect", "softstep-kept-neighbours"],
+    "flops": ["flops-scaling", "flops-wall-time"],
+    "synthetic_surfaces": ["synthetic-surfaces"],
+    "diabetes": ["diabetes-cv"],
 }
+FIGURE_NOTEBOOKS = {name: (notebook_parameters("smoke", name), ids) for name, ids in FIGURE_IDS.items()}
 
 
 @pytest.mark.parametrize("name", sorted(FIGURE_NOTEBOOKS))
@@ -74,9 +67,16 @@ def test_invalid_parameter_values_fail_with_the_valid_ones(name, bad, message, t
     assert not out.exists()
 
 
-@pytest.mark.parametrize("name", sorted(FIGURE_NOTEBOOKS))
-def test_smoke_parameters_match_the_snakefile(name):
-    snakefile = (NOTEBOOKS.parent / "Snakefile").read_text()
-    match = re.search(rf'^\s*"{name}": (\{{.*\}}),\s*$', snakefile, flags=re.M)
-    assert match, f"{name} is not registered (on one line) in BOOK_NOTEBOOKS of the Snakefile"
-    assert ast.literal_eval(match.group(1)).get("smoke", {}) == FIGURE_NOTEBOOKS[name][0]
+@pytest.mark.parametrize("profile", profile_names())
+def test_every_profile_passes_only_declared_parameters(profile):
+    for name in load_profile(profile)["notebooks"]:
+        check_parameters(NOTEBOOKS / f"{name}.md", notebook_parameters(profile, name))
+
+
+def test_profiles_are_written_once():
+    # The Snakefile and the notebooks read the profiles; none lists them again.
+    assert profile_names() == ["paper", "quick", "smoke"]
+    sources = [NOTEBOOKS.parent / "Snakefile", *NOTEBOOKS.glob("*.md")]
+    for source in sources:
+        text = source.read_text()
+        assert '"quick", "paper", "smoke"' not in text and "PROFILES" not in text, source

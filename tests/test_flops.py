@@ -1,11 +1,11 @@
-"""FLOP counting and timing of one training step per head (nona.flops, follow-up paper Figure 4)."""
+"""FLOP counting and timing of one training step per head (nona.paper.flops, follow-up paper Figure 4)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from nona.flops import (
+from nona.paper.flops import (
     HEADS,
     ProjectedHead,
     build_head,

@@ -8,8 +8,8 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from nona.figures import publish_figure
-from nona.runner import check_parameters, declared_parameters, main, run_notebook
+from nona.paper.figures import publish_figure
+from nona.pipeline.runner import check_parameters, declared_parameters, main, run_notebook
 
 HEADER = """---
 jupytext:
@@ -69,9 +69,9 @@ def test_runner_publishes_only_clean_executions(tmp_path):
 def test_publish_figure_writes_every_format_and_a_sidecar(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 
-    import nona.figures
+    import nona.paper.figures
 
-    monkeypatch.setattr(nona.figures, "FIGURE_DIR", tmp_path)
+    monkeypatch.setattr(nona.paper.figures, "FIGURE_DIR", tmp_path)
     monkeypatch.setenv("NONA_NOTEBOOK", "statistics")
     monkeypatch.setenv("NONA_PARAMETERS", json.dumps({"alpha": 0.05}))
     fig, ax = plt.subplots()
@@ -102,7 +102,7 @@ def test_every_notebook_source_has_a_paired_ipynb_in_sync():
 def test_title_replaces_the_first_heading_of_the_published_copy(tmp_path):
     source = write_notebook(tmp_path / "nb.md", "# Template\n\ntext\n\n```{code-cell} ipython3\n:tags: [parameters]\n\nx = 1\n```\n")
     notebook = jupytext.read(source)
-    from nona.runner import retitle
+    from nona.pipeline.runner import retitle
 
     retitle(notebook, "Fine-tuning: digits")
     assert notebook.cells[0].source.splitlines()[0] == "# Fine-tuning: digits"

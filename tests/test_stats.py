@@ -1,4 +1,4 @@
-"""Tests of nona.stats and nona.reference: the paper's Figure 5, Demšar's (2006) worked example, CD diagrams."""
+"""Tests of nona.paper.stats and nona.paper.reference: the paper's Figure 5, Demšar's (2006) worked example, CD diagrams."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sst
 
-from nona import stats
-from nona.reference import (
+from nona.paper import stats
+from nona.paper.reference import (
     METHODS,
     demsar2006_example,
     paper_figure5_pvalues,

@@ -1,4 +1,4 @@
-"""The linear-map NONA model of the synthetic-surfaces figure (nona.surfaces)."""
+"""The linear-map NONA model of the synthetic-surfaces figure (nona.paper.surfaces)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nona import NONA
-from nona.surfaces import linear_map_model
+from nona.paper.surfaces import linear_map_model
 from nona.train import TrainConfig, fit, predict
 
 

@@ -9,7 +9,8 @@ import pytest
 import sympy as sp
 from scipy import optimize
 
-from nona import theory as th
+from nona.paper import theory as th
+from nona.paper.stats import wilson_interval
 
 NS = [2, 3, 4, 5]
 
@@ -266,7 +267,7 @@ def test_toy_fit_is_seeded_and_keeps_the_initial_state():
 
 
 def test_statistics_helpers():
-    lo, hi = th.wilson_interval(60, 100)
+    lo, hi = wilson_interval(60, 100)
     assert lo < 0.6 < hi
     corr = th.log_correlations(np.arange(5.0), 2 * np.arange(5.0))
     assert corr["pearson"] == pytest.approx(1) and corr["spearman"] == pytest.approx(1) and corr["slope"] == pytest.approx(2)

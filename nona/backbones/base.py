@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -12,11 +11,9 @@ from torch import nn
 
 OFFLINE_ENVS = ("NONA_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
-
 def offline() -> bool:
     """True when the environment forbids downloads (NONA_OFFLINE, HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE set)."""
     return any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"} for v in OFFLINE_ENVS)
-
 
 def missing_weights(identifier: str, how: str, error: BaseException | None = None) -> FileNotFoundError:
     """The error raised when pretrained weights are neither cached nor downloadable."""
@@ -29,16 +26,6 @@ def missing_weights(identifier: str, how: str, error: BaseException | None = Non
         f"pretrained weights {identifier!r} are not available: they are not in the local cache and {mode}{reason}. "
         f"On a machine with internet access, {how}; or unset the offline variables to let the companion download them."
     )
-
-
-def move_to(batch: Any, device: torch.device) -> Any:
-    """A tensor, or a mapping of tensors, on ``device``."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device)
-    if isinstance(batch, Mapping):
-        return {k: move_to(v, device) for k, v in batch.items()}
-    return batch
-
 
 class Backbone(nn.Module):
     """A feature extractor: ``embed(transform(inputs))`` is a (b, out_dim) float tensor."""

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from nona.atomic import atomic_path, write_json
+from nona.io.atomic import atomic_path, write_json
 from nona.backbones.base import Backbone
 from nona.data import Dataset, get_manifest, load_dataset
-from nona.paths import BUILD_DIR
+from nona.io.paths import BUILD_DIR
 
 # Bump when the cache layout or the extraction procedure changes: old entries are then ignored.
 CACHE_VERSION = 1

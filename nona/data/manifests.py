@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from nona.paths import REPO_ROOT
+from nona.io.paths import REPO_ROOT
 
 MANIFEST_DIR = REPO_ROOT / "data_manifests"
 SCHEMA_PATH = MANIFEST_DIR / "schema.json"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import matplotlib.figure
 
-from nona.atomic import atomic_path, write_json
-from nona.paths import FIGURE_DIR
-from nona.provenance import current_notebook, git_commit, now
+from nona.io.atomic import atomic_path, write_json
+from nona.io.paths import FIGURE_DIR
+from nona.io.provenance import current_notebook, git_commit, now
 
 FORMATS = ("svg", "pdf", "png")
 _ID_PATTERN = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")

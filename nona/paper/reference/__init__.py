@@ -18,7 +18,7 @@ all six p-values of Figure 5 to the four printed decimals (the notebook
 ``statistics`` shows the other three).
 
 :func:`demsar2006_example` holds the worked example of Demšar (2006), the
-reference the paper cites for its statistics, used to check ``nona.stats``.
+reference the paper cites for its statistics, used to check ``nona.paper.stats``.
 """
 
 from __future__ import annotations

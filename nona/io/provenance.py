@@ -9,7 +9,7 @@ import platform
 import subprocess
 from importlib import metadata
 
-from nona.paths import REPO_ROOT
+from nona.io.paths import REPO_ROOT
 
 # The runner passes these to the kernel so library code knows which notebook runs it.
 NOTEBOOK_ENV = "NONA_NOTEBOOK"

@@ -463,3 +463,13 @@ def _pack_bars(extents: list[tuple[float, float]], min_gap: float) -> list[int]:
 def _elbow(ax: Axes, name: str, x_rank: float, y_axis: float, y: float, x_end: float, line: dict) -> None:
     (elbow,) = ax.plot([x_rank, x_rank, x_end], [y_axis, y, y], lw=0.8, **line)
     elbow.set_gid(f"cd-elbow:{name}")
+
+
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95 % by default)."""
+    if n < 1:
+        raise ValueError("need at least one trial for a proportion")
+    phat = hits / n
+    centre = (phat + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z * np.sqrt(phat * (1 - phat) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    return float(centre - half), float(centre + half)

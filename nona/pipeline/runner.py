@@ -4,7 +4,7 @@ Every Snakemake rule calls this. It refuses unknown parameter names, and it
 never publishes a notebook that raised: the target appears (atomically) only
 after a clean execution.
 
-Usage: ``python -m nona.runner notebooks/statistics.md build/executed/statistics.ipynb -p alpha 0.05``
+Usage: ``python -m nona.pipeline.runner notebooks/statistics.md build/executed/statistics.ipynb -p alpha 0.05``
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any
 
 import yaml
 
-from nona.atomic import atomic_path
-from nona.paths import REPO_ROOT
-from nona.provenance import NOTEBOOK_ENV, PARAMETERS_ENV
+from nona.io.atomic import atomic_path
+from nona.io.paths import REPO_ROOT
+from nona.io.provenance import NOTEBOOK_ENV, PARAMETERS_ENV
 
 
 def load_source(source: str | Path):
@@ -119,7 +119,7 @@ def run_notebook(
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    print(f"[nona.runner] {source} -> {output} in {time.time() - started:.1f} s", file=sys.stderr)
+    print(f"[nona.pipeline.runner] {source} -> {output} in {time.time() - started:.1f} s", file=sys.stderr)
     return output
 
 
@@ -143,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_notebook(args.source, args.output, parameters, timeout=args.timeout, title=args.title)
     except Exception as error:  # report and fail; the target was not published
-        print(f"[nona.runner] FAILED {args.source}: {type(error).__name__}: {error}", file=sys.stderr)
-        print(f"[nona.runner] {args.output} was not written.", file=sys.stderr)
+        print(f"[nona.pipeline.runner] FAILED {args.source}: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"[nona.pipeline.runner] {args.output} was not written.", file=sys.stderr)
         return 1
     return 0
 

@@ -1,11 +1,13 @@
 """The paper's experiment (Section 5) for one dataset: every head over several seeds, with two-stage baselines.
 
-For each (run, seed) it writes ``<out_dir>/<run>/seed<k>.json`` (metrics,
-config, split sizes, provenance) and ``seed<k>.npz`` (final embeddings and
-labels). The JSON is written last and atomically, so its presence means the
-pair is complete; a re-run skips complete pairs made with the same settings.
+An *arm* is one head with its settings; a *run* is one arm trained on one
+seeded split. For each run it writes ``<out_dir>/<arm>/seed<k>.json`` (metrics,
+config, split sizes, provenance; read back by :mod:`nona.pipeline.records`) and
+``seed<k>.npz`` (final embeddings and labels). The JSON is written last and
+atomically, so its presence means the run is complete; a re-run skips complete
+runs made with the same settings.
 
-The runs ``dense`` and ``nona`` give the paper's four regressors (each head,
+The arms ``dense`` and ``nona`` give the paper's four regressors (each head,
 and a tuned k-NN on its embeddings). The *extensions* go beyond the paper:
 the follow-up paper's heads (``nca``, ``dknn``), the dense head trained with
 k-NN-guided loss weights (``dense-knnw``), and, on the paper heads'
@@ -23,45 +25,41 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
-from nona.atomic import atomic_path, write_json
-from nona.provenance import now, run_provenance
+from nona.io.atomic import atomic_path, write_json
+from nona.io.provenance import now, run_provenance
+from nona.pipeline.records import RunRecord, record_path
 from nona.train import RawInputs, RegressionModel, TrainConfig, embed_all, fit, mse, predict, resolve_device, tuned_knn
 
-# Runs of the experiment: the settings that define each, and whose selected
+# Arms of the experiment: the settings that define each, and whose selected
 # configuration (batch size, embedding dimension) it inherits.
-RUNS: dict[str, dict[str, Any]] = {
+ARMS: dict[str, dict[str, Any]] = {
     "dense": {"head": "dense"},
     "nona": {"head": "nona"},
     "nca": {"head": "nca", "similarity": "rbf", "softstep": "lu-pointwise"},
     "dknn": {"head": "dknn", "softstep": "lu-pointwise"},
     "dense-knnw": {"head": "dense", "loss_weights": "knn"},
 }
-PAPER_RUNS = ("dense", "nona")
 INHERITS = {"nca": "nona", "dknn": "nona", "dense-knnw": "dense"}
 METHOD_NAMES = {"dense": "Dense", "nona": "NONA", "nca": "NCA + SoftStep", "dknn": "Diff. k-NN + SoftStep",
                 "dense-knnw": "Dense, k-NN-weighted loss"}
-PAPER_METHODS = ("Dense", "Dense + k-NN", "NONA", "NONA + k-NN")
-EXTENSION_METHODS = ("NCA + SoftStep", "Diff. k-NN + SoftStep", "Dense, k-NN-weighted loss",
-                     "Dense + NNK", "NONA + NNK", "Dense ⊕ k-NN")
 
 
-def method_name(run: str, knn: bool = False) -> str:
-    """The name of a run's row, e.g. ``Dense``, ``NONA + k-NN`` (the paper's) or ``NCA + SoftStep``."""
-    return METHOD_NAMES[run] + (" + k-NN" if knn else "")
+def method_name(arm: str, knn: bool = False) -> str:
+    """The name of an arm's row, e.g. ``Dense``, ``NONA + k-NN`` (the paper's) or ``NCA + SoftStep``."""
+    return METHOD_NAMES[arm] + (" + k-NN" if knn else "")
 
 
-def run_config(run: str, base: TrainConfig, head_configs: dict[str, dict[str, Any]] | None = None, seed: int = 0) -> TrainConfig:
-    """The training configuration of ``run``: ``base``, the selected settings of its head, then the run's own."""
-    if run not in RUNS:
-        raise ValueError(f"unknown run {run!r}; valid values are: {', '.join(RUNS)}")
-    selected = (head_configs or {}).get(INHERITS.get(run, run), {})
-    if run in INHERITS:
+def arm_config(arm: str, base: TrainConfig, head_configs: dict[str, dict[str, Any]] | None = None, seed: int = 0) -> TrainConfig:
+    """The training configuration of ``arm``: ``base``, the selected settings of its head, then the arm's own."""
+    if arm not in ARMS:
+        raise ValueError(f"unknown arm {arm!r}; valid values are: {', '.join(ARMS)}")
+    selected = (head_configs or {}).get(INHERITS.get(arm, arm), {})
+    if arm in INHERITS:
         selected = {k: v for k, v in selected.items() if k in ("batch_size", "embed_dim")}
     overrides = {k: v for k, v in selected.items() if k != "head"}
-    return replace(base, **{**overrides, **RUNS[run], "seed": seed})
+    return replace(base, **{**overrides, **ARMS[arm], "seed": seed})
 
 
 def load_features(dataset: str, backbone_trainable: bool, device: str = "cpu"):
@@ -89,7 +87,7 @@ def _standardise(x_train: torch.Tensor, *others: torch.Tensor) -> list[torch.Ten
     return [(x - mean) / scale for x in (x_train, *others)]
 
 
-def run_one(
+def train_and_evaluate(
     inputs: torch.Tensor | RawInputs,
     labels: np.ndarray,
     config: TrainConfig,
@@ -187,43 +185,38 @@ def _two_stage_extensions(head: str, z: dict, labels: tuple, predictions: dict, 
     return out
 
 
-def run_path(out_dir: str | Path, head: str, seed: int) -> Path:
-    """Where the record of one (head, seed) pair lives."""
-    return Path(out_dir) / head / f"seed{seed}.json"
-
-
-def run_experiment(
+def train_dataset(
     dataset: str,
     profile: str,
     seeds: list[int],
-    heads: list[str],
+    arms: list[str],
     base: TrainConfig,
     out_dir: str | Path,
     backbone_trainable: bool = False,
     log=print,
     head_configs: dict[str, dict[str, Any]] | None = None,
-) -> pd.DataFrame:
-    """Run every missing (head, seed) pair of ``dataset`` and return the per-seed table of all pairs.
+) -> list[RunRecord]:
+    """Train every missing (arm, seed) run of ``dataset`` and return the records of all of them.
 
     ``head_configs`` overrides settings of ``base`` per head (e.g. the
     configuration an ablation selected). A record made with other settings
     than those requested is trained again.
     """
-    for head in heads:
-        if head not in RUNS:
-            raise ValueError(f"unknown head {head!r}; valid values are: {', '.join(RUNS)}")
+    for arm in arms:
+        if arm not in ARMS:
+            raise ValueError(f"unknown arm {arm!r}; valid values are: {', '.join(ARMS)}")
     out_dir = Path(out_dir)
     loaded = None
-    for head in heads:
+    for arm in arms:
         for seed in seeds:
-            path = run_path(out_dir, head, seed)
-            config = run_config(head, base, head_configs, seed)
+            path = record_path(out_dir, arm, seed)
+            config = arm_config(arm, base, head_configs, seed)
             wanted = {**config.to_dict(), "backbone_trainable": backbone_trainable}
             if path.exists():
                 if json.loads(path.read_text())["config"] == wanted:
-                    log(f"{dataset}: {head} seed {seed} is complete ({path}); skipped")
+                    log(f"{dataset}: {arm} seed {seed} is complete; skipped")
                     continue
-                log(f"{dataset}: {head} seed {seed} has a record made with other settings ({path}); training again")
+                log(f"{dataset}: {arm} seed {seed} has a record made with other settings; training again")
             if loaded is None:
                 log(f"{dataset}: loading inputs (backbone_trainable={backbone_trainable})")
                 loaded = load_features(dataset, backbone_trainable, base.device)
@@ -234,65 +227,60 @@ def run_experiment(
                 backbone = copy.deepcopy(pretrained)
                 inputs = RawInputs(backbone, inputs.inputs, inputs.sample_rate, inputs.device)
             started = now()
-            log(f"{dataset}: training {head} seed {seed}")
-            record, arrays = run_one(inputs, labels, config, backbone)
+            log(f"{dataset}: training {arm} seed {seed}")
+            record, arrays = train_and_evaluate(inputs, labels, config, backbone)
             record.update({
-                "dataset": dataset, "profile": profile, "head": head, "seed": seed,
-                "method": method_name(head), "knn_method": method_name(head, knn=True),
+                "dataset": dataset, "profile": profile, "head": arm, "seed": seed,
+                "method": method_name(arm), "knn_method": method_name(arm, knn=True),
                 "config": wanted,
                 "provenance": run_provenance(str(resolve_device(config.device)), started),
             })
             with atomic_path(path.with_suffix(".npz")) as tmp:
                 np.savez_compressed(tmp, **arrays)
             write_json(path, record)
-            log(f"{dataset}: {head} seed {seed}: test MSE {record['test_mse']:.5f}, k-NN {record['knn_test_mse']:.5f}, {record['epochs']} epochs")
-    return per_seed_table(out_dir, heads, seeds)
+            log(f"{dataset}: {arm} seed {seed}: test MSE {record['test_mse']:.5f}, k-NN {record['knn_test_mse']:.5f}, "
+                f"{record['epochs']} epochs")
+    return [RunRecord.load(record_path(out_dir, arm, seed)) for arm in arms for seed in seeds]
 
 
-def _method_rows(record: dict) -> list[dict]:
-    # One record of a paper head holds its two regressors of the paper (the head
-    # and k-NN on its embeddings) and its two-stage extensions; an extension run
-    # contributes its head only.
-    paper = record["head"] in PAPER_RUNS
-    rows = [(record["method"], record["test_mse"], not paper)]
-    if paper:
-        rows.append((record["knn_method"], record["knn_test_mse"], False))
-        rows += [(name, value["test_mse"], True) for name, value in record.get("extensions", {}).items()]
-    return [{"dataset": record["dataset"], "method": name, "seed": record["seed"], "test_mse": mse_, "extension": extension}
-            for name, mse_, extension in rows]
+def selected_head_configs(selection: str | Path | None) -> dict[str, dict[str, Any]]:
+    """The per-head configuration an ablation selected (``selected.json``), or none."""
+    if not selection:
+        return {}
+    path = Path(selection)
+    if not path.is_file():
+        raise FileNotFoundError(f"ablation selection {path} does not exist; run the ablation first (snakemake ... ablation)")
+    return json.loads(path.read_text())["heads"]
 
 
-def per_seed_table(out_dir: str | Path, heads: list[str], seeds: list[int]) -> pd.DataFrame:
-    """One row per (method, seed) with test MSE, read back from the records."""
-    rows = []
-    for head in heads:
-        for seed in seeds:
-            record = json.loads(run_path(out_dir, head, seed).read_text())
-            rows += [{**row, "epochs": record["epochs"], "seconds": record["train_seconds"]} for row in _method_rows(record)]
-    return pd.DataFrame(rows)
+def base_config(settings: dict[str, Any]) -> TrainConfig:
+    """The base training configuration from a profile's ``finetune`` settings (unknown keys are refused)."""
+    fields = set(TrainConfig.__dataclass_fields__)
+    extra = set(settings) - fields - {"seeds", "backbone_trainable"}
+    if extra:
+        raise ValueError(f"unknown fine-tuning settings {sorted(extra)}; valid are: {', '.join(sorted(fields))}")
+    return TrainConfig(**{k: v for k, v in settings.items() if k in fields})
 
 
-def run_records(runs_dir: str | Path) -> list[dict]:
-    """Every run record under ``build/runs/<profile>/`` (one per dataset, run and seed)."""
-    return [json.loads(path.read_text()) for path in sorted(Path(runs_dir).glob("*/*/seed*.json"))]
+def main(argv: list[str] | None = None) -> int:
+    """Command line of one pipeline job: every arm of one (dataset, seed), records written atomically."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m nona.pipeline.experiment", description=main.__doc__)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--profile", required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--out-dir", required=True, help="the dataset's runs folder, e.g. build/runs/quick/digits-rotation")
+    parser.add_argument("--ablation", default="", help="selected.json of the ablation (the heads' configuration)")
+    parser.add_argument("--settings-json", default="{}", help="the profile's fine-tuning settings (TrainConfig fields)")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS))
+    args = parser.parse_args(argv)
+    settings = json.loads(args.settings_json)
+    train_dataset(args.dataset, args.profile, [args.seed], args.arms, base_config(settings), args.out_dir,
+                  backbone_trainable=bool(settings.get("backbone_trainable", False)),
+                  head_configs=selected_head_configs(args.ablation))
+    return 0
 
 
-def collect_runs(runs_dir: str | Path, records: list[dict] | None = None) -> pd.DataFrame:
-    """Every record under ``runs_dir`` (or the given ``records``) as one row per (dataset, method, seed)."""
-    records = run_records(runs_dir) if records is None else records
-    rows = [row for record in records for row in _method_rows(record)]
-    if not rows:
-        raise FileNotFoundError(f"no run records under {runs_dir}; run the pipeline first (make book)")
-    return pd.DataFrame(rows)
-
-
-def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std of test MSE per dataset and method (tidy: dataset, method, mean, std, n_seeds)."""
-    grouped = runs.groupby(["dataset", "method", "extension"] if "extension" in runs else ["dataset", "method"])["test_mse"]
-    return grouped.agg(mean="mean", std="std", n_seeds="count").reset_index()
-
-
-def relative_to_dense(table: pd.DataFrame) -> pd.DataFrame:
-    """Each method's mean test MSE divided by the dense head's, per dataset (columns in the paper's order)."""
-    wide = table.pivot(index="dataset", columns="method", values="mean")
-    return wide[[m for m in PAPER_METHODS if m in wide.columns]].div(wide["Dense"], axis=0)
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -20,9 +20,9 @@ start only once the previous stage's winner file exists.
 
 Command line (what the pipeline's jobs call)::
 
-    python -m nona.ablation features --dataset digits-rotation --out F.pt
-    python -m nona.ablation run --root R --stage softstep --candidate s2-pointwise --seed 0 ...
-    python -m nona.ablation select --root R --stage softstep --seeds 0 1 2
+    python -m nona.pipeline.ablation features --dataset digits-rotation --out F.pt
+    python -m nona.pipeline.ablation run --root R --stage softstep --seed 0 ...   # every candidate
+    python -m nona.pipeline.ablation select --root R --stage softstep --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from typing import Any
 
 import pandas as pd
 
-from nona.atomic import atomic_path, write_json
-from nona.reference import PAPER_NONA_CHOICE
+from nona.io.atomic import atomic_path, write_json
+from nona.paper.reference import PAPER_NONA_CHOICE
 
 # Settings of the NONA runs before any stage has chosen (Appendix B.1).
 NONA_START = {"head": "nona", "similarity": "l2", "softstep": "none", "batch_size": 128, "embed_dim": 50}
@@ -140,7 +140,7 @@ def previous_stage(plan: list[Stage], name: str) -> Stage | None:
     return serial[names.index(name) - 1]
 
 
-def run_record_path(root: str | Path, stage: str, label: str, seed: int) -> Path:
+def candidate_record_path(root: str | Path, stage: str, label: str, seed: int) -> Path:
     """Where the record of one (stage, candidate, seed) run lives."""
     return Path(root) / stage / label / f"seed{seed}.json"
 
@@ -211,7 +211,7 @@ def read_stage_records(root: str | Path, stage: Stage, seeds: list[int]) -> list
     records = []
     for label in stage.labels():
         for seed in seeds:
-            path = run_record_path(root, stage.name, label, seed)
+            path = candidate_record_path(root, stage.name, label, seed)
             if not path.exists():
                 raise FileNotFoundError(f"missing ablation run {path}; run the ablation jobs of stage {stage.name!r} first")
             records.append(json.loads(path.read_text()))
@@ -248,7 +248,7 @@ def _reusable(root: Path, plan: list[Stage], config: dict, train: dict, seed: in
         if stage.name == stage_name:
             continue
         for label in stage.labels():
-            path = run_record_path(root, stage.name, label, seed)
+            path = candidate_record_path(root, stage.name, label, seed)
             if not path.exists():
                 continue
             record = json.loads(path.read_text())
@@ -257,7 +257,7 @@ def _reusable(root: Path, plan: list[Stage], config: dict, train: dict, seed: in
     return None
 
 
-def run_candidate(
+def train_candidate(
     root: str | Path,
     plan: list[Stage],
     stage_name: str,
@@ -271,13 +271,13 @@ def run_candidate(
     """Train one candidate on one seed and write its record; reuses an identical earlier run when there is one."""
     import torch
 
-    from nona.experiment import load_features, run_one
-    from nona.provenance import now, run_provenance
+    from nona.pipeline.experiment import load_features, train_and_evaluate
+    from nona.io.provenance import now, run_provenance
     from nona.train import TrainConfig, resolve_device
 
     root = Path(root)
     config = candidate_config(plan, stage_name, label, root)
-    out = run_record_path(root, stage_name, label, seed)
+    out = candidate_record_path(root, stage_name, label, seed)
     same = _reusable(root, plan, config, train, seed, stage_name)
     if same is not None:
         record = {**json.loads(same.read_text()), "stage": stage_name, "label": label, "reused_from": str(same.relative_to(root))}
@@ -293,7 +293,7 @@ def run_candidate(
     else:
         inputs, labels, backbone = load_features(dataset, backbone_trainable, train_config.device)
     started = now()
-    record, _ = run_one(inputs, labels, train_config, backbone, two_stage=False)
+    record, _ = train_and_evaluate(inputs, labels, train_config, backbone, two_stage=False)
     record.update({
         "dataset": dataset, "profile": profile, "stage": stage_name, "label": label, "seed": seed,
         "head_config": config, "train": train_settings, "config": {**train_config.to_dict(), "backbone_trainable": backbone_trainable},
@@ -307,7 +307,7 @@ def save_features(dataset: str, out: str | Path) -> Path:
     """Extract (or read from the cache) the frozen features of ``dataset`` once for all of the ablation's runs."""
     import torch
 
-    from nona.experiment import load_features
+    from nona.pipeline.experiment import load_features
 
     inputs, labels, _ = load_features(dataset, backbone_trainable=False)
     with atomic_path(out) as tmp:
@@ -330,7 +330,7 @@ def collect_ablation(root: str | Path, plan: list[Stage], seeds: list[int], with
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m nona.ablation", description="Jobs of the serialized NONA ablation.")
+    parser = argparse.ArgumentParser(prog="python -m nona.pipeline.ablation", description="Jobs of the serialized NONA ablation.")
     sub = parser.add_subparsers(dest="command", required=True)
     features = sub.add_parser("features", help="save the frozen features of a dataset for the ablation's runs")
     features.add_argument("--dataset", required=True)
@@ -341,7 +341,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         command.add_argument("--values-json", default="{}", help="candidate values per setting, restricting the paper's")
         if name == "run":
             command.add_argument("--stage", required=True)
-            command.add_argument("--candidate", required=True)
+            command.add_argument("--candidate", nargs="*", default=None,
+                                 help="candidates to train (default: every candidate of the stage, in declared order)")
             command.add_argument("--seed", type=int, required=True)
             command.add_argument("--dataset", required=True)
             command.add_argument("--profile", required=True)
@@ -364,10 +365,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     plan = ablation_plan(json.loads(args.values_json))
     if args.command == "run":
-        record = run_candidate(args.root, plan, args.stage, args.candidate, args.seed, args.dataset, args.profile,
-                               json.loads(args.train_json), args.features)
-        print(f"{args.stage}/{args.candidate} seed {args.seed}: validation MSE {record['val_mse']:.6f}"
-              + (f" (reused {record['reused_from']})" if "reused_from" in record else ""))
+        # One process trains every candidate of a stage on one seed: a process per
+        # candidate spent more time importing torch than training (quick profile).
+        for label in args.candidate or get_stage(plan, args.stage).labels():
+            record = train_candidate(args.root, plan, args.stage, label, args.seed, args.dataset, args.profile,
+                                     json.loads(args.train_json), args.features)
+            print(f"{args.stage}/{label} seed {args.seed}: validation MSE {record['val_mse']:.6f}"
+                  + (f" (reused {record['reused_from']})" if "reused_from" in record else ""))
     elif args.command == "select":
         selection = write_selection(args.root, plan, args.stage, args.seeds)
         print(f"{args.stage}: winner {selection['winner']} by {selection['selected_by']}")
