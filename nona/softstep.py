@@ -1,11 +1,11 @@
-"""SoftStep: learned attention masks on min-max normalised similarities (paper 000, Algorithm 1).
+"""SoftStep: learned attention masks on min-max normalised similarities (the NONA paper, Algorithm 1).
 
 The mask functions work on normalised similarities ``x`` in [0, 1]:
 
 * ``S1(x; a, b, t)`` is 0 up to the rejection threshold ``a``, 1 from ``b``
   on, and ``(x-a)^(1/t) / ((x-a)^(1/t) + (b-x)^(1/t))`` in between.
 * ``S2(x; b, t)`` is ``(x/b)^((b-x) t/(1-t))`` below ``b`` and 1 from ``b`` on.
-* ``lu`` is the follow-up paper's SoftStep with transition bounds ``l < u``:
+* ``lu`` is the SoftStep paper's SoftStep with transition bounds ``l < u``:
   the S1 curve with ``a = l`` and ``b = u``, where ``l`` is learned directly
   (not clipped below the best neighbour) because the rows are normalised over
   the valid neighbours only, so the nearest valid neighbour sits at ``x = 1``
@@ -134,19 +134,25 @@ def minmax_normalise(sim: Tensor, self_index: Tensor | None = None) -> Tensor:
         high = sim.index_put((rows, self_index), -inf).amax(dim=1, keepdim=True)
     span = high - low
     flat = span <= 0
+    x = torch.sub(sim, low).div_(torch.where(flat, torch.ones_like(span), span))
     # A flat row has every neighbour equally near, hence all are "the nearest".
-    return torch.where(flat, torch.ones_like(sim), (sim - low) / torch.where(flat, torch.ones_like(span), span))
+    return x.masked_fill_(flat, 1.0) if bool(flat.any()) else x
+
+
+def _best_other(x: Tensor, self_index: Tensor) -> Tensor:
+    """Each row's largest entry outside its own column ``self_index[i]``, shape ``(rows, 1)``."""
+    if x.shape[1] < 2:
+        return torch.full_like(x[:, :1], float("-inf"))
+    # The two largest entries hold the best other one: no (rows x N) copy with the own entry masked.
+    values, columns = x.topk(2, dim=1)
+    own_first = columns[:, :1] == self_index.unsqueeze(1)
+    return torch.where(own_first, values[:, 1:], values[:, :1])
 
 
 class SoftStep(nn.Module):
-    """Learned SoftStep mask: returns ``sim + log(mask(normalised sim))`` (paper 000, Algorithm 1).
+    """Learned SoftStep mask: returns ``sim + log(mask(normalised sim))`` (the NONA paper, Algorithm 1).
 
-    ``fn`` is ``"s1"``, ``"s2"`` or ``"lu"``; ``params`` is ``"global"``
-    (learned scalars through a sigmoid) or ``"pointwise"`` (a sigmoid of a
-    linear layer of the query embedding, which then needs ``dim``). ``eps`` is
-    the margin of S1's rejection threshold below the best neighbour.
-
-    ``"lu"`` is the follow-up paper's parameterisation by transition bounds:
+    ``"lu"`` is the SoftStep paper's parameterisation by transition bounds:
     from sigmoids ``(p0, p1, t)`` it sets ``l = min(p0, 1 - T_MARGIN)`` and
     ``u = l + p1 (1 - l)``, so ``0 < l <= u <= 1``, and the mask is 0 for
     ``x <= l``, 1 for ``x >= u`` and
@@ -156,6 +162,23 @@ class SoftStep(nn.Module):
     (training), so the best valid neighbour sits at ``x = 1 >= u`` and keeps
     full weight; ``l`` is therefore used as learned, without S1's clipping
     below the best neighbour and its ``eps`` margin.
+
+    Parameters
+    ----------
+    fn : str
+        The mask function: ``"s1"``, ``"s2"`` or ``"lu"``.
+    params : str
+        ``"global"`` (learned scalars through a sigmoid) or ``"pointwise"``
+        (a sigmoid of a linear layer of the query embedding).
+    dim : int or None
+        The embedding dimension; needed by ``params="pointwise"``.
+    eps : float
+        The margin of S1's rejection threshold below the best neighbour.
+
+    Raises
+    ------
+    ValueError
+        On an unknown ``fn`` or ``params``, or pointwise parameters without ``dim``.
     """
 
     def __init__(self, fn: str = "s2", params: str = "global", dim: int | None = None, eps: float = 1e-6) -> None:
@@ -189,15 +212,42 @@ class SoftStep(nn.Module):
             return torch.sigmoid(self.linear(z))
         return torch.sigmoid(self.raw).unsqueeze(0).to(z.dtype)
 
-    def log_mask(self, sim: Tensor, z: Tensor, self_index: Tensor | None = None) -> Tensor:
-        """log of the SoftStep mask for each entry of ``sim``; ``self_index[i]`` is row i's own column, if any."""
+    def log_mask(
+        self, sim: Tensor, z: Tensor, self_index: Tensor | None = None, *, parameters: Tensor | None = None
+    ) -> Tensor:
+        """log of the SoftStep mask for each entry of a similarity matrix.
+
+        Parameters
+        ----------
+        sim : torch.Tensor
+            Similarities, shape ``(b, N)``; min-max normalised row by row here.
+        z : torch.Tensor
+            Query embeddings, shape ``(b, d)``, from which the parameters are computed.
+        self_index : torch.Tensor or None
+            ``self_index[i]`` is row i's own column (training), or None.
+        parameters : torch.Tensor or None
+            Mask parameters in [0, 1] to use instead of the learned ones, shape
+            ``(b, n_params)`` or ``(1, n_params)`` in the order of
+            :meth:`parameters_for` (e.g. to draw the mask at a chosen ``t``);
+            ``z`` is then unused.
+
+        Returns
+        -------
+        torch.Tensor
+            ``log(mask)``, shape ``(b, N)``: 0 where the mask keeps full weight, ``-inf`` where it rejects.
+        """
         # Algorithm 1 normalises S1 and S2 over the whole row, own entry included.
         x = minmax_normalise(sim, self_index if self.fn == "lu" else None)
-        return self.log_step(x, z, self_index)
+        return self.log_step(x, z, self_index, parameters=parameters)
 
-    def log_step(self, x: Tensor, z: Tensor, self_index: Tensor | None = None) -> Tensor:
-        """log SoftStep(x) for scores ``x`` already normalised to [0, 1] (e.g. soft ranks), row parameters from ``z``."""
-        p = self.parameters_for(z)
+    def log_step(
+        self, x: Tensor, z: Tensor, self_index: Tensor | None = None, *, parameters: Tensor | None = None
+    ) -> Tensor:
+        """log SoftStep(x) for scores ``x`` already normalised to [0, 1] (e.g. soft ranks).
+
+        The arguments are those of :meth:`log_mask`, with ``x`` in place of ``sim``.
+        """
+        p = self.parameters_for(z) if parameters is None else self._checked(parameters, x.shape[0])
         t = p[:, -1:].clamp(T_MARGIN, 1.0 - T_MARGIN)
         if self.fn == "s2":
             return log_s2(x, p[:, 0:1], t)
@@ -205,18 +255,36 @@ class SoftStep(nn.Module):
             # l < 1 keeps the best valid neighbour (x = 1) above the rejection bound.
             low = p[:, 0:1].clamp(max=1.0 - T_MARGIN)
             return log_s1(x, low, low + p[:, 1:2] * (1.0 - low), t)
-        if self_index is None:
-            top = x.amax(dim=1, keepdim=True)
-        else:
-            rows = torch.arange(x.shape[0], device=x.device)
-            top = x.index_put((rows, self_index), torch.tensor(float("-inf"), dtype=x.dtype, device=x.device))
-            top = top.amax(dim=1, keepdim=True)
+        top = x.amax(dim=1, keepdim=True) if self_index is None else _best_other(x, self_index)
         a = torch.minimum(p[:, 0:1], top) - self.eps
         b = a + p[:, 1:2] * (1.0 - a)
         return log_s1(x, a, b, t)
 
+    def _checked(self, parameters: Tensor, rows: int) -> Tensor:
+        if parameters.dim() != 2 or parameters.shape[1] != self.n_params or parameters.shape[0] not in (1, rows):
+            raise ValueError(
+                f"parameters for SoftStep(fn={self.fn!r}) must have shape ({rows}, {self.n_params}) or "
+                f"(1, {self.n_params}), got {tuple(parameters.shape)}"
+            )
+        return parameters
+
     def forward(self, sim: Tensor, z: Tensor, self_index: Tensor | None = None) -> Tensor:
-        """``sim + log(mask)``: similarities shifted down by the learned mask."""
+        """Shift similarities down by the learned mask.
+
+        Parameters
+        ----------
+        sim : torch.Tensor
+            Similarities, shape ``(b, N)``.
+        z : torch.Tensor
+            Query embeddings, shape ``(b, d)``.
+        self_index : torch.Tensor or None
+            ``self_index[i]`` is row i's own column (training), or None.
+
+        Returns
+        -------
+        torch.Tensor
+            ``sim + log(mask)``, shape ``(b, N)``.
+        """
         return sim + self.log_mask(sim, z, self_index)
 
 
