@@ -29,61 +29,61 @@ class NONARegressor(RegressorMixin, BaseEstimator):
     answers ``softmax(sim(z, Z_fit)) @ y_fit`` with them as neighbours, in the
     units of ``y``.
 
-    Hyperparameters (constructor arguments, stored unchanged):
-
-    ``similarity`` ({"l2", "l1", "dot", "cos", "rbf"}, default="l2")
+    Parameters
+    ----------
+    similarity : {"l2", "l1", "dot", "cos", "rbf"}, default="l2"
         Similarity of embeddings (``l2`` = minus the Euclidean distance, the paper's choice).
-    ``softstep`` ({"none", "s1-global", "s1-pointwise", "s2-global", "s2-pointwise"}, default="none")
+    softstep : {"none", "s1-global", "s1-pointwise", "s2-global", "s2-pointwise"}, default="none"
         Optional learned SoftStep mask on the similarities.
-    ``embed_dim`` (int, default=25)
+    embed_dim : int, default=25
         Embedding dimension ``d`` (paper: 25).
-    ``hidden`` (int, default=200)
+    hidden : int, default=200
         Width of the projector's hidden layer (paper: 200).
-    ``batch_size`` (int, default=32)
+    batch_size : int, default=32
         Training batch size; in training each point's neighbours are the rest of its batch.
-    ``lr`` (float, default=1e-3)
+    lr : float, default=1e-3
         Adam learning rate.
-    ``max_epochs`` (int, default=100)
+    max_epochs : int, default=100
         Upper bound on training epochs.
-    ``patience`` (int, default=10)
+    patience : int, default=10
         Early stopping: epochs without a validation improvement before training stops.
-    ``validation_fraction`` (float, default=0.15)
+    validation_fraction : float, default=0.15
         Fraction of the samples held out (at random) to select the epoch; in (0, 1).
-    ``random_state`` (int, RandomState instance or None, default=None)
+    random_state : int, RandomState instance or None, default=None
         Seeds the validation split, the initial weights and the batch order.
         An int makes ``fit`` reproducible on CPU.
-    ``device`` (str, default="cpu")
+    device : str, default="cpu"
         ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (a GPU when there is one).
         CPU is the default because tabular problems are small and CPU runs are
         bit-for-bit reproducible.
-    ``verbose`` (bool, default=False)
+    verbose : bool, default=False
         Show a progress bar over epochs.
 
-    Fitted attributes:
-
-    ``n_features_in_`` (int)
+    Attributes
+    ----------
+    n_features_in_ : int
         Number of features seen in ``fit``.
-    ``feature_names_in_`` (ndarray of str)
+    feature_names_in_ : ndarray of str
         Feature names seen in ``fit`` (only when ``X`` had string column names).
-    ``model_`` (nona.train.RegressionModel)
+    model_ : nona.train.RegressionModel
         The trained projector and head, in evaluation mode.
-    ``train_config_`` (nona.train.TrainConfig)
+    train_config_ : nona.train.TrainConfig
         The configuration ``fit`` trained with (its ``seed`` drawn from ``random_state``).
-    ``x_mean_``, ``x_scale_`` (ndarray of shape (n_features,))
+    x_mean_, x_scale_ : ndarray of shape (n_features,)
         Feature standardisation (a constant feature gets scale 1).
-    ``y_min_``, ``y_span_`` (float)
+    y_min_, y_span_ : float
         Target scaling ``(y - y_min_) / y_span_`` (constant targets get span 1).
-    ``neighbour_embeddings_`` (torch.Tensor of shape (n_samples, embed_dim))
+    neighbour_embeddings_ : torch.Tensor of shape (n_samples, embed_dim)
         Embeddings of the samples passed to ``fit``: the neighbours of every prediction.
-    ``neighbour_targets_`` (torch.Tensor of shape (n_samples,))
+    neighbour_targets_ : torch.Tensor of shape (n_samples,)
         Their scaled targets.
-    ``n_iter_`` (int)
+    n_iter_ : int
         Epochs run.
-    ``best_epoch_`` (int)
+    best_epoch_ : int
         Epoch whose weights were kept.
-    ``best_validation_mse_`` (float)
+    best_validation_mse_ : float
         Validation MSE of that epoch, on the [0, 1] target scale.
-    ``history_`` (dict of list of float)
+    history_ : dict of list of float
         ``train_mse`` and ``val_mse`` per epoch (scaled targets).
 
     Notes

@@ -1,0 +1,25 @@
+"""Formatting shared by the book's tables: mean ± std cells and Markdown tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+# The book reports MSE on min-max scaled labels multiplied by 10³, as the paper's Table 1 does.
+MSE_SCALE = 1e3
+
+
+def mean_std(mean: float, std: float, scale: float = MSE_SCALE, bold: bool = False, std_digits: int = 2) -> str:
+    """``mean ± std`` after multiplying by ``scale`` (3 significant digits for the mean), optionally in bold.
+
+    The std gets ``std_digits`` significant digits: 2 for this build's numbers, 3 to
+    match the paper's printed tables.
+    """
+    text = f"{mean * scale:.3g} ± {std * scale:.{std_digits}g}"
+    return f"**{text}**" if bold else text
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A Markdown table from a header and rows (cells are converted with ``str``)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
