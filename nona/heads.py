@@ -268,16 +268,43 @@ class DenseHead(nn.Module):
         return self.linear(z).squeeze(1)
 
 
-class Projector(nn.Module):
-    """The MLP between a backbone and a head: ``in_dim -> hidden -> dim`` (paper: hidden 200, dim 25)."""
+PROJECTOR_STYLES = ("tanh", "relu")
 
-    def __init__(self, in_dim: int, dim: int = 25, hidden: int = 200) -> None:
+
+class Projector(nn.Module):
+    """The MLP between a backbone and a head: ``in_dim -> hidden -> dim`` (paper: hidden 200, dim 25).
+
+    Parameters
+    ----------
+    in_dim : int
+        Size of the backbone's features.
+    dim : int, optional (default=25)
+        Size of the embeddings the head sees.
+    hidden : int, optional (default=200)
+        Width of the hidden layer.
+    style : {"tanh", "relu"}, optional (default="tanh")
+        ``"tanh"`` is the authors' code (repository aviadsusman/nona):
+        BatchNorm -> Linear(in_dim, hidden) -> Tanh -> BatchNorm -> Linear(hidden, dim) -> Tanh,
+        so every embedding coordinate lies in (-1, 1). ``"relu"`` is
+        Linear -> ReLU -> Linear, with unbounded embeddings (an extension).
+    """
+
+    def __init__(self, in_dim: int, dim: int = 25, hidden: int = 200, style: str = "tanh") -> None:
         super().__init__()
         if min(in_dim, dim, hidden) < 1:
             raise ValueError(f"Projector sizes must be positive, got in_dim={in_dim}, dim={dim}, hidden={hidden}")
+        if style not in PROJECTOR_STYLES:
+            raise ValueError(f"unknown projector style {style!r}; valid values are: {', '.join(PROJECTOR_STYLES)}")
         self.in_dim = in_dim
         self.dim = dim
-        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+        self.style = style
+        if style == "tanh":
+            self.net = nn.Sequential(
+                nn.BatchNorm1d(in_dim), nn.Linear(in_dim, hidden), nn.Tanh(),
+                nn.BatchNorm1d(hidden), nn.Linear(hidden, dim), nn.Tanh(),
+            )
+        else:
+            self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
 
     def forward(self, x: Tensor) -> Tensor:
         """Embeddings of shape ``(b, dim)``."""
