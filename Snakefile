@@ -308,7 +308,8 @@ rule statistics_build:
     log:
         f"{BUILD}/logs/statistics-build.log",
     params:
-        command=lambda wc, input, output: notebook_command(input[0], output[0], {"results": f"{BUILD}/results/{PROFILE}/table1.csv"},
+        command=lambda wc, input, output: notebook_command(input[0], output[0], {"results": f"{BUILD}/results/{PROFILE}/table1.csv",
+                                                            "n_splits": len(SETTINGS["finetune"]["seeds"])},
                                                            title="Statistics of this build's results"),
     shell:
         JOB
