@@ -105,3 +105,25 @@ def test_invalid_manifest_is_rejected_with_the_field_named():
 def test_unknown_dataset_lists_the_known_ones():
     with pytest.raises(ValueError, match="known datasets: adresso"):
         get_manifest("imagenet")
+
+
+def test_malformed_manifest_is_named_with_its_line(tmp_path, monkeypatch, capsys):
+    import nona.data.manifests as manifests
+    from nona.pipeline.cli import main
+
+    for name in ("houses", "books"):
+        (tmp_path / f"{name}.yaml").write_text((MANIFEST_DIR / f"{name}.yaml").read_text())
+    (tmp_path / "schema.json").write_text(SCHEMA_PATH.read_text())
+    (tmp_path / "broken.yaml").write_text("name: broken\ntitle: [unclosed\nmodality: text\n")
+    monkeypatch.setattr(manifests, "MANIFEST_DIR", tmp_path)
+    manifests._read_manifest.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=r"data_manifests/broken.yaml, line \d+, column \d+: not valid YAML"):
+            manifests.get_manifest("broken")
+        assert main(["data", "list"]) == 1
+        captured = capsys.readouterr()
+        assert "houses" in captured.out and "books" in captured.out  # the good ones still list
+        assert "broken" not in captured.out
+        assert "error: data_manifests/broken.yaml, line" in captured.err and "Traceback" not in captured.err
+    finally:
+        manifests._read_manifest.cache_clear()

@@ -62,10 +62,26 @@ def _read_manifest(name: str) -> str:
     return path.read_text()
 
 
+def parse_manifest(text: str, source: str) -> Any:
+    """Parse a manifest's YAML; a syntax error becomes a ValueError naming ``source`` and the line."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f"{source}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else source
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        context = getattr(err, "context", None)
+        detail = f"{context}: {problem}" if context else problem
+        raise ValueError(f"{where}: not valid YAML ({detail}); fix the file or remove it") from None
+
+
 def get_manifest(name: str) -> dict[str, Any]:
     """The validated manifest of dataset ``name`` as a dict (a fresh copy each call)."""
-    manifest = yaml.safe_load(_read_manifest(name))
-    validate_manifest(manifest, source=f"data_manifests/{name}.yaml")
+    source = f"data_manifests/{name}.yaml"
+    manifest = parse_manifest(_read_manifest(name), source)
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{source}: expected a YAML mapping of manifest fields, got {type(manifest).__name__}")
+    validate_manifest(manifest, source=source)
     if manifest["name"] != name:
         raise ValueError(f"data_manifests/{name}.yaml declares name {manifest['name']!r}; it must equal the file name")
     return manifest

@@ -10,18 +10,26 @@ import yaml
 
 
 def _data_list(args: argparse.Namespace) -> int:
-    from nona.data import data_root, get_manifest, list_datasets
+    # Only the manifests module: listing must not pay for the loaders (or torch).
+    from nona.data.manifests import data_root, get_manifest, list_datasets
 
     rows = [("name", "modality", "source", "samples", "title")]
+    errors = []
     for name in list_datasets():
-        m = get_manifest(name)
+        try:
+            m = get_manifest(name)
+        except ValueError as err:  # one broken manifest must not hide the others
+            errors.append(str(err))
+            continue
         kind = ("synthetic" if m.get("synthetic") else "embedded") if m["embedded"] else "download"
         rows.append((name, m["modality"], kind, str(m["n_samples"] or "?"), m["title"]))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
     print(f"\ndata root: {data_root()} (set NONA_DATA to change it)")
-    return 0
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def _data_describe(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from nona.io.atomic import atomic_path
+from nona.io.atomic import Terminated, atomic_path, sigterm_raises
 from nona.io.paths import REPO_ROOT
 from nona.io.provenance import NOTEBOOK_ENV, PARAMETERS_ENV
 
@@ -36,32 +36,142 @@ def load_source(source: str | Path):
     return jupytext.read(source)
 
 
-def declared_parameters(notebook) -> dict[str, Any]:
-    """The names and default values assigned in the cell tagged ``parameters``."""
+def _parameters_cell(notebook):
     cells = [c for c in notebook.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
     if len(cells) != 1:
         raise ValueError(f"a runnable notebook needs exactly one code cell tagged 'parameters'; found {len(cells)}")
-    defaults: dict[str, Any] = {}
-    for node in ast.parse(cells[0].source).body:
+    return cells[0]
+
+
+def parameter_specs(code: str) -> dict[str, tuple[Any, ast.expr | None]]:
+    """Each name assigned in a parameters cell's ``code``: its default value and its type annotation (or None)."""
+    specs: dict[str, tuple[Any, ast.expr | None]] = {}
+    for node in ast.parse(code).body:
         if isinstance(node, ast.Assign):
             for target in node.targets:
                 if isinstance(target, ast.Name):
-                    defaults[target.id] = ast.literal_eval(node.value)
+                    specs[target.id] = (ast.literal_eval(node.value), None)
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
-            defaults[node.target.id] = ast.literal_eval(node.value)
-    return defaults
+            specs[node.target.id] = (ast.literal_eval(node.value), node.annotation)
+    return specs
+
+
+def declared_parameters(notebook) -> dict[str, Any]:
+    """The names and default values assigned in the cell tagged ``parameters``."""
+    return {name: default for name, (default, _) in parameter_specs(_parameters_cell(notebook).source).items()}
+
+
+_SCALARS = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict, "tuple": tuple}
+
+
+def _conforms(value: Any, annotation: ast.expr | None) -> bool:
+    """Whether ``value`` has the annotated type; annotations this does not understand accept anything."""
+    if annotation is None:
+        return True
+    if isinstance(annotation, ast.Constant):
+        if annotation.value is None:
+            return value is None
+        if isinstance(annotation.value, str):  # a string annotation, e.g. "Optional[int]"
+            return _conforms(value, ast.parse(annotation.value, mode="eval").body)
+        return True
+    if isinstance(annotation, ast.BinOp) and isinstance(annotation.op, ast.BitOr):
+        return _conforms(value, annotation.left) or _conforms(value, annotation.right)
+    if isinstance(annotation, ast.Name):
+        if annotation.id == "Any":
+            return True
+        if annotation.id == "float":  # an integer is a valid float, a boolean is not
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        if annotation.id == "int":
+            return isinstance(value, int) and not isinstance(value, bool)
+        expected = _SCALARS.get(annotation.id)
+        return expected is None or isinstance(value, expected)
+    if isinstance(annotation, ast.Subscript) and isinstance(annotation.value, ast.Name):
+        outer, inner = annotation.value.id, annotation.slice
+        if outer == "Optional":
+            return value is None or _conforms(value, inner)
+        if outer == "Union":
+            options = inner.elts if isinstance(inner, ast.Tuple) else [inner]
+            return any(_conforms(value, o) for o in options)
+        if outer in ("list", "List"):
+            return isinstance(value, list) and all(_conforms(v, inner) for v in value)
+        if outer in ("dict", "Dict") and isinstance(inner, ast.Tuple) and len(inner.elts) == 2:
+            key, item = inner.elts
+            return isinstance(value, dict) and all(_conforms(k, key) and _conforms(v, item) for k, v in value.items())
+        expected = _SCALARS.get(outer.lower())
+        return expected is None or isinstance(value, expected)
+    return True
+
+
+def _type_name(default: Any, annotation: ast.expr | None) -> str:
+    return ast.unparse(annotation) if annotation is not None else type(default).__name__
+
+
+def check_values(
+    parameters: dict[str, Any], specs: dict[str, tuple[Any, ast.expr | None]], notebook: str
+) -> None:
+    """Raise ValueError for unknown names and for values whose type differs from the declared one.
+
+    The declared type is the annotation, or else the type of the default
+    (an integer is accepted where the default is a float; a default of None accepts anything).
+    """
+    unknown = sorted(set(parameters) - set(specs))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(unknown)} for {notebook}; "
+            f"valid parameters are: {', '.join(sorted(specs))}"
+        )
+    wrong = []
+    for name, value in sorted(parameters.items()):
+        default, annotation = specs[name]
+        if annotation is None and default is not None:
+            annotation = ast.Name(id=type(default).__name__)
+        if not _conforms(value, annotation):
+            wrong.append(f"{name} must be {_type_name(default, annotation)}, got {value!r} ({type(value).__name__})")
+    if wrong:
+        raise ValueError(
+            f"parameter type mismatch for {notebook}: " + "; ".join(wrong)
+            + """ (with papermill, pass lists and dicts as YAML with -y, e.g. -y "seeds: [0, 1]")"""
+        )
 
 
 def check_parameters(source: str | Path, parameters: dict[str, Any]) -> dict[str, Any]:
-    """Raise ValueError for a parameter name the notebook does not declare; return the declared defaults."""
-    defaults = declared_parameters(load_source(source))
-    unknown = sorted(set(parameters) - set(defaults))
-    if unknown:
-        raise ValueError(
-            f"unknown parameter(s) {', '.join(unknown)} for {Path(source).name}; "
-            f"valid parameters are: {', '.join(sorted(defaults))}"
-        )
-    return defaults
+    """Raise ValueError for a parameter name the notebook does not declare, or a value of another type; return the declared defaults."""
+    specs = parameter_specs(_parameters_cell(load_source(source)).source)
+    check_values(parameters, specs, Path(source).name)
+    return {name: default for name, (default, _) in specs.items()}
+
+
+# papermill starts the cell it injects after the parameters cell with this comment.
+_INJECTED_HEADER = "# Parameters"
+
+
+def check_injected(namespace: dict[str, Any], notebook: str) -> dict[str, Any]:
+    """Check the parameters papermill injected into this kernel, and record them for the figures' sidecars.
+
+    Call it in the cell right after the ``parameters`` cell, as
+    ``check_injected(globals(), "<notebook name>")``. It reads the kernel's input
+    history: papermill executes its injected ``# Parameters`` cell right after the
+    notebook's own ``parameters`` cell. An unknown name or a value of the wrong type
+    raises ValueError, so plain ``papermill`` fails as the runner does. Unless the
+    runner already did, it sets the environment that :func:`nona.io.provenance.current_notebook`
+    reads, so figures published by a plain papermill run name their notebook and parameters.
+    Returns the injected parameters (empty when none were given).
+    """
+    history = [str(code) for code in namespace.get("_ih") or namespace.get("In") or []]
+    injected: dict[str, Any] = {}
+    for position in range(len(history) - 1, 0, -1):
+        if history[position].lstrip().startswith(_INJECTED_HEADER):
+            # Assigned names only: papermill writes values such as float('nan') that are not literals.
+            names = [t.id for node in ast.parse(history[position]).body if isinstance(node, ast.Assign)
+                     for t in node.targets if isinstance(t, ast.Name)]
+            specs = parameter_specs(history[position - 1])
+            injected = {name: namespace[name] for name in names}
+            check_values(injected, specs, notebook)
+            break
+    if NOTEBOOK_ENV not in os.environ:
+        os.environ[NOTEBOOK_ENV] = notebook
+        os.environ[PARAMETERS_ENV] = json.dumps(injected, sort_keys=True, default=str)
+    return injected
 
 
 def retitle(notebook, title: str) -> None:
@@ -141,7 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     parameters = json.loads(args.parameters_json)
     parameters.update({name: yaml.safe_load(value) for name, value in args.parameter})
     try:
-        run_notebook(args.source, args.output, parameters, timeout=args.timeout, title=args.title)
+        # SIGTERM (Snakemake cancelling the job, a scheduler's time limit) unwinds like an error:
+        # the kernel is shut down and the temporary beside the target is removed.
+        with sigterm_raises():
+            run_notebook(args.source, args.output, parameters, timeout=args.timeout, title=args.title)
+    except Terminated as stop:
+        print(f"[nona.pipeline.runner] TERMINATED {args.source}; {args.output} was not written.", file=sys.stderr)
+        return int(stop.code)
     except Exception as error:  # report and fail; the target was not published
         print(f"[nona.pipeline.runner] FAILED {args.source}: {type(error).__name__}: {error}", file=sys.stderr)
         print(f"[nona.pipeline.runner] {args.output} was not written.", file=sys.stderr)
