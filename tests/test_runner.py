@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import jupytext
 import pytest
 
 from nona.paper.figures import publish_figure
-from nona.pipeline.runner import check_parameters, declared_parameters, main, run_notebook
+from nona.pipeline.runner import check_parameters, declared_parameters, main, parameter_specs, run_notebook
 
 HEADER = """---
 jupytext:
@@ -109,3 +114,133 @@ def test_title_replaces_the_first_heading_of_the_published_copy(tmp_path):
     assert "text" in notebook.cells[0].source
     with pytest.raises(ValueError, match="no '# ' title heading"):
         retitle(jupytext.read(write_notebook(tmp_path / "bare.md", "text only\n")), "x")
+
+
+TYPED = (
+    "```{code-cell} ipython3\n:tags: [parameters]\n\n"
+    "seeds: list[int] = [0, 1]  # seeds of the splits\n"
+    "patience: int = 10  # epochs without improvement before stopping\n"
+    "lr: float = 0.001  # learning rate\n"
+    "note = 'x'\n"
+    "```\n\n"
+    "```{code-cell} ipython3\n:tags: [remove-cell]\n\n"
+    "from nona.pipeline.runner import check_injected\n\ncheck_injected(globals(), 'typed')\n```\n\n"
+    "```{code-cell} ipython3\nimport os\nprint(os.environ['NONA_NOTEBOOK'], os.environ['NONA_PARAMETERS'])\n```\n"
+)
+
+
+def test_type_mismatches_are_refused(tmp_path):
+    source = write_notebook(tmp_path / "nb.md", TYPED)
+    check_parameters(source, {"seeds": [3], "patience": 2, "lr": 1, "note": "y"})  # an int is a valid float
+    for bad in ({"patience": 2.5}, {"patience": True}, {"seeds": "[0]"}, {"seeds": [0.5]}, {"lr": "fast"}, {"note": 3}):
+        with pytest.raises(ValueError, match=f"parameter type mismatch for nb.md: {next(iter(bad))} must be"):
+            check_parameters(source, bad)
+
+
+def test_check_injected_reads_papermills_cell_and_records_provenance(monkeypatch):
+    from nona.pipeline.runner import check_injected
+
+    monkeypatch.delenv("NONA_NOTEBOOK", raising=False)
+    monkeypatch.delenv("NONA_PARAMETERS", raising=False)
+    defaults = "seeds: list[int] = [0, 1]  # seeds\npatience: int = 10  # epochs\n"
+    namespace = {"_ih": ["", defaults, "# Parameters\npatience = 3\n"], "seeds": [0, 1], "patience": 3}
+    assert check_injected(namespace, "demo") == {"patience": 3}
+    assert os.environ["NONA_NOTEBOOK"] == "demo" and json.loads(os.environ["NONA_PARAMETERS"]) == {"patience": 3}
+    with pytest.raises(ValueError, match="unknown parameter\\(s\\) seed for demo"):
+        check_injected({"_ih": ["", defaults, "# Parameters\nseed = 0\n"], "seed": 0}, "demo")
+    with pytest.raises(ValueError, match="patience must be int, got 2.5"):
+        check_injected({"_ih": ["", defaults, "# Parameters\npatience = 2.5\n"], "patience": 2.5}, "demo")
+    monkeypatch.setenv("NONA_NOTEBOOK", "from-the-runner")
+    assert check_injected({"_ih": ["", defaults]}, "demo") == {}  # no injected cell: nothing to check
+    assert os.environ["NONA_NOTEBOOK"] == "from-the-runner"  # the runner's name is kept
+
+
+@pytest.mark.slow
+def test_plain_papermill_checks_parameters_and_records_them(tmp_path, monkeypatch):
+    import papermill
+
+    monkeypatch.delenv("NONA_NOTEBOOK", raising=False)
+    monkeypatch.delenv("NONA_PARAMETERS", raising=False)
+    source = write_notebook(tmp_path / "typed.md", TYPED)
+    twin = tmp_path / "typed.ipynb"
+    jupytext.write(jupytext.read(source), twin, fmt="ipynb")
+    out = tmp_path / "out.ipynb"
+    papermill.execute_notebook(str(twin), str(out), parameters={"patience": 3}, progress_bar=False, kernel_name="python3")
+    printed = "".join(json.loads(out.read_text())["cells"][-1]["outputs"][0]["text"])
+    assert printed.strip() == 'typed {"patience": 3}'
+    for bad in ({"seed": 0}, {"patience": 2.5}):
+        with pytest.raises(papermill.PapermillExecutionError, match="unknown parameter|type mismatch"):
+            papermill.execute_notebook(str(twin), str(out), parameters=bad, progress_bar=False, kernel_name="python3")
+
+
+def test_papermill_help_lists_types_defaults_and_meaning(tmp_path):
+    from papermill.inspection import inspect_notebook
+
+    source = write_notebook(tmp_path / "typed.md", TYPED)
+    twin = tmp_path / "typed.ipynb"
+    jupytext.write(jupytext.read(source), twin, fmt="ipynb")
+    found = inspect_notebook(str(twin))
+    assert found["patience"]["inferred_type_name"] == "int" and found["patience"]["default"] == "10"
+    assert found["patience"]["help"] == "epochs without improvement before stopping"
+
+
+@pytest.mark.parametrize("source", sorted(p for p in NOTEBOOKS.glob("*.md") if p.name != "README.md"), ids=lambda p: p.stem)
+def test_every_notebook_documents_and_checks_its_parameters(source):
+    """Each parameter has a type and a comment (papermill --help-notebook shows them), and the next cell checks injected ones."""
+    from papermill.inspection import inspect_notebook
+
+    notebook = jupytext.read(source)
+    specs = parameter_specs(next(c.source for c in notebook.cells if "parameters" in c.metadata.get("tags", [])))
+    listed = inspect_notebook(str(source.with_suffix(".ipynb")))
+    for name, (default, annotation) in specs.items():
+        assert annotation is not None, f"{source.name}: parameter {name} has no type annotation"
+        assert listed[name]["help"], f"{source.name}: parameter {name} has no comment saying what it means"
+        assert listed[name]["inferred_type_name"] != "None", f"{source.name}: papermill cannot read the type of {name}"
+        check_parameters(source, {name: default})
+    if specs:
+        position = next(i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", []))
+        following = next(c.source for c in notebook.cells[position + 1:] if c.cell_type == "code")
+        assert f'check_injected(globals(), "{source.stem}")' in following, f"{source.name}: the cell after the parameters must check them"
+
+
+def test_atomic_writes_get_the_umasks_permissions(tmp_path):
+    from nona.io.atomic import write_text
+
+    previous = os.umask(0o027)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_sigterm_while_writing_leaves_no_temporary(tmp_path):
+    code = (
+        "import os, signal, time\nfrom nona.io.atomic import atomic_path\n"
+        f"with atomic_path({str(tmp_path / 'out.txt')!r}) as tmp:\n"
+        "    tmp.write_text('half')\n    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(30)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGTERM  # still terminated by the signal, as without the handler
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_runner_publishes_nothing_and_leaves_nothing(tmp_path):
+    source = write_notebook(
+        tmp_path / "nb.md",
+        "```{code-cell} ipython3\n:tags: [parameters]\n\nx: int = 1  # unused\n```\n\n"
+        "```{code-cell} ipython3\nimport time\ntime.sleep(120)\n```\n",
+    )
+    out = tmp_path / "out" / "nb.ipynb"
+    runner = subprocess.Popen([sys.executable, "-m", "nona.pipeline.runner", str(source), str(out)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 90
+    while not (out.parent.exists() and any(out.parent.iterdir())) and time.time() < deadline:
+        time.sleep(0.2)  # wait until the runner holds its temporary
+    time.sleep(2)
+    runner.send_signal(signal.SIGTERM)
+    _, err = runner.communicate(timeout=60)
+    assert runner.returncode == 128 + signal.SIGTERM and "TERMINATED" in err
+    assert list(out.parent.iterdir()) == []
