@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nona.paper.flops import (
-    HEADS,
+    HEAD_VARIANTS,
     ProjectedHead,
     build_head,
     check_device,
@@ -23,7 +23,7 @@ def head_flops(name: str, n: int, dim: int) -> int:
     return measure_step(name, n, dim, timed=False).head_flops
 
 
-@pytest.mark.parametrize("name", [h for h in HEADS if h != "dense"])
+@pytest.mark.parametrize("name", [h for h in HEAD_VARIANTS if h != "dense"])
 def test_nona_head_flops_grow_quadratically_in_n_and_linearly_in_d(name):
     # Pointwise SoftStep adds an O(Nd) linear layer, so the N^2 term dominates only from N ~ 64 on.
     ns = [64, 128, 256, 512]
@@ -66,7 +66,7 @@ def test_measure_step_times_only_when_asked():
 
 
 def test_projected_head_predicts_one_value_per_point():
-    for name in HEADS:
+    for name in HEAD_VARIANTS:
         model = ProjectedHead(name, 5)
         out = model(torch.randn(7, 20), torch.rand(7))
         assert out.shape == (7,) and torch.isfinite(out).all()

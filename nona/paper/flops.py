@@ -23,7 +23,7 @@ from nona.heads import NONA, DenseHead
 from nona.softstep import SoftStep
 
 # Head name -> (similarity, SoftStep function, SoftStep parameter mode); None marks the dense head.
-HEADS: dict[str, tuple[str, str | None, str | None] | None] = {
+HEAD_VARIANTS: dict[str, tuple[str, str | None, str | None] | None] = {
     "dense": None,
     "nona-l2": ("l2", None, None),
     "nona-rbf": ("rbf", None, None),
@@ -45,15 +45,15 @@ HEAD_LABELS = {
 
 
 def check_head_name(name: str) -> str:
-    """Return ``name`` if it names a head of :data:`HEADS`, else raise ValueError."""
-    if name not in HEADS:
-        raise ValueError(f"unknown head {name!r}; expected one of {', '.join(HEADS)}")
+    """Return ``name`` if it names a head of :data:`HEAD_VARIANTS`, else raise ValueError."""
+    if name not in HEAD_VARIANTS:
+        raise ValueError(f"unknown head {name!r}; expected one of {', '.join(HEAD_VARIANTS)}")
     return name
 
 
 def build_head(name: str, dim: int) -> nn.Module:
     """A fresh head of the named kind for embeddings of dimension ``dim``."""
-    spec = HEADS[check_head_name(name)]
+    spec = HEAD_VARIANTS[check_head_name(name)]
     if spec is None:
         return DenseHead(dim)
     kind, fn, mode = spec
