@@ -18,19 +18,45 @@ import matplotlib.figure
 from nona.io.atomic import atomic_path, write_json
 from nona.io.paths import FIGURE_DIR
 from nona.io.provenance import current_notebook, git_commit, now
+from nona.io.site import companion_version, page_url, site_url
 
 FORMATS = ("svg", "pdf", "png")
 _ID_PATTERN = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
+_BIBTEX_SPECIAL = str.maketrans({"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": "(", "}": ")", "\\": "/"})
+
+
+def bibtex_text(text: str) -> str:
+    """``text`` with the characters that BibTeX/LaTeX would interpret escaped (braces become parentheses)."""
+    return text.translate(_BIBTEX_SPECIAL)
+
+
+def figure_url(record: dict) -> str:
+    """Where a published figure is seen on the site: its page and anchor, or its SVG when no notebook made it."""
+    if record.get("notebook"):
+        return page_url(record["notebook"], f"fig-{record['id']}")
+    return f"{site_url()}figures/{record['id']}.svg"
+
+
 def bibtex_entry(record: dict, site_title: str = "NONA companion") -> str:
-    """A BibTeX entry that cites one published figure of this build."""
-    title = record["caption"].split(". ")[0].rstrip(".")
+    """A BibTeX entry (@misc) that cites one published figure of this build: its URL, the companion's version and commit."""
+    title = bibtex_text(record["caption"].split(". ")[0].rstrip("."))
+    version = record.get("version") or companion_version()
+    url = record.get("url") or figure_url(record)
+    parameters = ", ".join(f"{k}={v!r}" for k, v in sorted((record.get("parameters") or {}).items())) or "its defaults"
+    made_by = f"by notebook {record['notebook']} with {parameters}" if record.get("notebook") else "in an interactive session"
+    files = f"{site_url()}figures/{record['id']}.svg (also .pdf, .png)"
+    # Double braces keep the title's capitals; howpublished and url let a reader find the figure.
     return (
-        f"@misc{{nonacompanion-{record['id']},\n  title = {{{title}}},\n"
-        f"  author = {{{{nona-companion contributors}}}},\n  year = {{{record['created'][:4]}}},\n"
-        f"  howpublished = {{{site_title}, figure {record['id']}}},\n"
-        f"  note = {{Made by notebook {record['notebook']} at commit {record['commit'][:12]}}}\n}}"
+        f"@misc{{nonacompanion-{record['id']},\n"
+        f"  title        = {{{{{title}}}}},\n"
+        f"  author       = {{{{nona-companion contributors}}}},\n"
+        f"  year         = {{{record['created'][:4]}}},\n"
+        f"  howpublished = {{{bibtex_text(site_title)}, version {version}, figure {record['id']}}},\n"
+        f"  url          = {{{url}}},\n"
+        f"  version      = {{{version}}},\n"
+        f"  note         = {{Made {bibtex_text(made_by)} at commit {record['commit']}; files: {bibtex_text(files)}}}\n}}"
     )
 
 
@@ -73,9 +99,11 @@ def publish_figure(fig: matplotlib.figure.Figure, fig_id: str, caption: str) -> 
         "notebook": notebook,
         "parameters": parameters,
         "commit": git_commit(),
+        "version": companion_version(),
         "created": now(),
         "files": {ext: f"figures/{fig_id}.{ext}" for ext in FORMATS},
     }
+    record["url"] = figure_url(record)
     write_json(FIGURE_DIR / f"{fig_id}.json", record)
     import matplotlib.pyplot as plt
 
