@@ -37,6 +37,8 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from nona.selection import select_best
+
 NNK_K_GRID = (5, 10, 20, 30, 50)
 LAMBDA_GRID = tuple(np.arange(21) / 20)  # 0, 0.05, ..., 1 (i / 20 is the nearest float to each step)
 WEIGHT_CLIP = (0.1, 10.0)
@@ -159,9 +161,13 @@ def tuned_nnk(
     """NNK regressor on standardised embeddings with k tuned on the validation split.
 
     Each k of the grid is capped at the training size; the k of lowest
-    validation MSE wins, ties going to the smallest k. The returned pipeline
-    (StandardScaler -> NNKRegressor) uses the training embeddings only as
-    neighbours; ``params`` is ``{"n_neighbors": k, "val_mse": ...}``.
+    validation MSE wins by the rule of :mod:`nona.selection`: ks whose MSE is
+    within a relative ``SELECTION_RTOL`` (1e-6) of the lowest are tied, and a
+    tie goes to the smallest k. (NNK gives zero weight to neighbours that add
+    no new direction, so larger ks often reproduce a smaller k's predictions
+    up to rounding.) The returned pipeline (StandardScaler -> NNKRegressor)
+    uses the training embeddings only as neighbours; ``params`` is
+    ``{"n_neighbors": k, "val_mse": ..., "tied": [ks tied with the best]}``.
     """
     z_train, z_val = _as_matrix("z_train", z_train), _as_matrix("z_val", z_val)
     y_train, y_val = _as_vector("y_train", y_train, len(z_train)), _as_vector("y_val", y_val, len(z_val))
@@ -173,9 +179,10 @@ def tuned_nnk(
     scaler = StandardScaler().fit(z_train)
     nnk = NNKRegressor(n_neighbors=grid[-1]).fit(scaler.transform(z_train), y_train)
     val_mse = np.mean((nnk.predict_for_each_k(scaler.transform(z_val), grid) - y_val) ** 2, axis=1)
-    best = int(np.argmin(val_mse))  # argmin returns the first minimum: the smallest k on ties
-    nnk.set_params(n_neighbors=grid[best])
-    return Pipeline([("standardscaler", scaler), ("nnkregressor", nnk)]), {"n_neighbors": grid[best], "val_mse": float(val_mse[best])}
+    choice = select_best(grid, val_mse, prefer="smallest")
+    nnk.set_params(n_neighbors=choice.chosen)
+    params = {"n_neighbors": choice.chosen, "val_mse": choice.score, "tied": list(choice.tied)}
+    return Pipeline([("standardscaler", scaler), ("nnkregressor", nnk)]), params
 
 
 def interpolate(pred_head: np.ndarray, pred_knn: np.ndarray, lam: float) -> np.ndarray:
@@ -192,9 +199,10 @@ def tuned_interpolation(
 ) -> float:
     """The lam of ``grid`` whose interpolation has the lowest validation MSE (ties: the largest lam).
 
-    Ties go to the largest lam, i.e. towards the head alone: the k-NN only gets
-    weight where it lowers the validation error. Values within a relative 1e-12
-    of the minimum count as ties, so rounding noise cannot decide. Pass the
+    The rule of :mod:`nona.selection`: MSEs within a relative
+    ``SELECTION_RTOL`` (1e-6) of the minimum are tied, so rounding noise cannot
+    decide, and a tie goes to the largest lam, i.e. towards the head alone: the
+    k-NN only gets weight where it lowers the validation error. Pass the
     validation predictions only; the test split never enters the choice.
     """
     pred_val_head = _as_vector("pred_val_head", pred_val_head)
@@ -206,8 +214,7 @@ def tuned_interpolation(
     if lams.ndim != 1 or len(lams) == 0 or not np.all((lams >= 0) & (lams <= 1)):
         raise ValueError(f"grid must be a non-empty sequence of values in [0, 1], got {grid!r}")
     val_mse = np.array([np.mean((interpolate(pred_val_head, pred_val_knn, lam) - y_val) ** 2) for lam in lams])
-    tied = val_mse <= val_mse.min() * (1 + 1e-12)
-    return float(lams[tied].max())
+    return float(select_best(lams.tolist(), val_mse, prefer="largest").chosen)
 
 
 def knn_loss_weights(

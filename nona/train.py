@@ -287,12 +287,20 @@ def tuned_knn(
 
     Grid: k in {3, 5, 7}, p in {1, 2}, weights in {uniform, distance}. The grid
     search scores on the validation split; the chosen model's neighbours are the
-    training embeddings only, as for NONA.
+    training embeddings only, as for NONA. The choice follows
+    :mod:`nona.selection`, not GridSearchCV's ``best_params_`` (whose ties go by
+    rank order): validation MSEs within a relative ``SELECTION_RTOL`` (1e-6) of
+    the lowest are tied, and a tie goes to the grid's declared order, smallest k
+    first, then p = 1 before p = 2, then uniform before distance weights.
     """
+    import itertools
+
     from sklearn.model_selection import GridSearchCV, PredefinedSplit
     from sklearn.neighbors import KNeighborsRegressor
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    from nona.selection import select_best
 
     grid = {"kneighborsregressor__n_neighbors": [3, 5, 7], "kneighborsregressor__p": [1, 2],
             "kneighborsregressor__weights": ["uniform", "distance"]}
@@ -300,6 +308,12 @@ def tuned_knn(
     folds = PredefinedSplit(np.r_[np.full(len(z_train), -1), np.zeros(len(z_val))])
     search = GridSearchCV(pipeline, grid, cv=folds, scoring="neg_mean_squared_error", refit=False, n_jobs=n_jobs)
     search.fit(np.vstack([z_train, z_val]), np.r_[y_train, y_val])
-    best = pipeline.set_params(**search.best_params_).fit(z_train, y_train)
-    params = {k.split("__")[1]: v for k, v in search.best_params_.items()}
+    # One validation fold: mean_test_score is minus that fold's MSE.
+    val_mse = {tuple(sorted(p.items())): -float(score)
+               for p, score in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"])}
+    declared = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]  # k slowest: smallest k first
+    choice = select_best(range(len(declared)), [val_mse[tuple(sorted(c.items()))] for c in declared], prefer="first")
+    chosen = declared[choice.chosen]
+    best = pipeline.set_params(**chosen).fit(z_train, y_train)
+    params = {k.split("__")[1]: v for k, v in chosen.items()}
     return best, params

@@ -10,6 +10,7 @@ import torch
 
 from nona.pipeline.ablation import (
     NONA_START,
+    TIE_RTOL,
     ablation_plan,
     candidate_config,
     collect_ablation,
@@ -77,6 +78,43 @@ def test_ties_go_to_the_first_declared_candidate_whatever_the_record_order():
         selection = select_winner(records, stage, [0, 1])
         assert selection["winner"] == "s1-global"
         assert selection["tied"] == ["s1-global", "s2-global", "s2-pointwise"]
+
+
+def test_ties_within_the_tolerance_and_just_outside_it():
+    stage = get_stage(ablation_plan({"embed_dim": [25, 50, 100]}), "embed_dim")
+    for scale in (1.0, 1e-3):
+        for gap, winner in ((0.0, "25"), (1e-12, "25"), (0.9 * TIE_RTOL, "25"), (1.1 * TIE_RTOL, "50")):
+            # 25 (declared first) has the higher mean by a relative `gap`.
+            vals = {"25": 4.0 * scale * (1 + gap), "50": 4.0 * scale, "100": 5.0 * scale}
+            selection = select_winner([record(label, s, v, 1.0) for label, v in vals.items() for s in (0, 1)], stage, [0, 1])
+            assert selection["winner"] == winner, (scale, gap)
+            assert selection["tied"] == (["25", "50"] if winner == "25" else ["50"])
+            # Every seed gives the same value here (spread 0): only a tie is within noise.
+            assert selection["within_noise"] is (winner == "25")
+    assert TIE_RTOL == 1e-6
+
+
+def test_the_winners_margin_and_the_seed_spread_are_recorded():
+    stage = get_stage(ablation_plan({"embed_dim": [25, 50, 100]}), "embed_dim")
+    per_seed = {"25": [4.0, 5.0, 6.0], "50": [4.5, 4.6, 4.7], "100": [9.0, 9.5, 10.0]}
+    records = [record(label, s, v, 1.0) for label, vals in per_seed.items() for s, v in enumerate(vals)]
+    selection = select_winner(records, stage, [0, 1, 2])
+    # 50 wins (mean 4.6 < 5.0); the runner-up is 25, 0.4 behind; the standard error of the difference of the
+    # two means is sqrt(0.1^2 / 3 + 1^2 / 3) = 0.580..., so the winner is within noise.
+    assert selection["winner"] == "50" and selection["runner_up"] == "25"
+    assert selection["margin"] == pytest.approx(0.4)
+    assert selection["spread"] == pytest.approx(((0.1 ** 2 + 1.0 ** 2) / 3) ** 0.5)
+    assert selection["within_noise"] is True and "standard error" in selection["spread_rule"]
+    # Spread the winner from the others: outside the noise.
+    records = [record(label, s, v - 3.0 * (label == "50"), 1.0) for label, vals in per_seed.items() for s, v in enumerate(vals)]
+    selection = select_winner(records, stage, [0, 1, 2])
+    assert selection["winner"] == "50" and selection["margin"] == pytest.approx(3.4) and selection["within_noise"] is False
+    # One eligible candidate: no runner-up; one seed: no spread.
+    single = get_stage(ablation_plan({"embed_dim": [25]}), "embed_dim")
+    alone = select_winner([record("25", 0, 1.0, 1.0)], single, [0])
+    assert alone["runner_up"] is None and alone["margin"] is None and alone["within_noise"] is False
+    one_seed = select_winner([record(label, 0, v, 1.0) for label, v in (("25", 1.0), ("50", 2.0), ("100", 3.0))], stage, [0])
+    assert one_seed["margin"] == pytest.approx(1.0) and one_seed["spread"] is None and one_seed["within_noise"] is False
 
 
 def test_an_extension_is_shown_but_never_selected():

@@ -10,6 +10,7 @@ import torch
 from sklearn.preprocessing import StandardScaler
 
 from nona.baselines import NNKRegressor, interpolate, knn_loss_weights, nnk_weights, tuned_interpolation, tuned_nnk
+from nona.selection import select_best
 from nona.train import RegressionModel, TrainConfig, fit, mse, predict
 
 RIDGE = 1e-6
@@ -84,25 +85,44 @@ def smooth_task(seed: int = 14):
     return z[:200], y[:200], (z[200:230], y[200:230]), (z[230:], y[230:])
 
 
-def best_k_by_refitting(z_train, y_train, z_eval, y_eval, ks=(5, 10, 20, 30, 50)) -> int:
+def refit_errors(z_train, y_train, z_eval, y_eval, ks=(5, 10, 20, 30, 50)) -> list[float]:
     scaler = StandardScaler().fit(z_train)
-    errors = [np.mean((NNKRegressor(k).fit(scaler.transform(z_train), y_train).predict(scaler.transform(z_eval)) - y_eval) ** 2)
-              for k in ks]
-    return ks[int(np.argmin(errors))]
+    return [np.mean((NNKRegressor(k).fit(scaler.transform(z_train), y_train).predict(scaler.transform(z_eval)) - y_eval) ** 2)
+            for k in ks]
 
 
 def test_tuned_nnk_picks_k_on_the_validation_split():
-    z_train, y_train, split_a, split_b = smooth_task()
-    best_a, best_b = best_k_by_refitting(z_train, y_train, *split_a), best_k_by_refitting(z_train, y_train, *split_b)
-    assert (best_a, best_b) == (20, 50)  # the two splits favour different k, neither the smallest
+    # Seed 7: the two splits favour different k, neither the smallest, by margins of 1 % and more,
+    # so no machine's rounding can change the winners. On split a, k = 20, 30 and 50 give the same
+    # MSE up to rounding (NNK puts zero weight on the extra neighbours): a tie, won by the smallest k.
+    z_train, y_train, split_a, split_b = smooth_task(seed=7)
+    ks = (5, 10, 20, 30, 50)
+    errors_a, errors_b = refit_errors(z_train, y_train, *split_a), refit_errors(z_train, y_train, *split_b)
+    choice_a, choice_b = select_best(ks, errors_a, prefer="smallest"), select_best(ks, errors_b, prefer="smallest")
+    assert (choice_a.chosen, choice_b.chosen) == (20, 10)  # the two splits favour different k, neither the smallest
+    assert choice_a.tied == (20, 30, 50) and choice_b.tied == (10,)
+    assert abs(choice_a.margin) <= 1e-12 * choice_a.score  # the runner-up of split a is a tied k
+    assert min(errors_a[:2]) > 1.01 * choice_a.score  # ... and every untied k is worse by more than 1 %
+    assert choice_b.runner_up == 20 and choice_b.margin > 1e-2 * choice_b.score
     model, params = tuned_nnk(z_train, y_train, *split_a)
-    assert params["n_neighbors"] == 20 and model[-1].n_samples_fit_ == 200
-    assert tuned_nnk(z_train, y_train, *split_b)[1]["n_neighbors"] == 50
+    assert params["n_neighbors"] == 20 and params["tied"] == [20, 30, 50] and model[-1].n_samples_fit_ == 200
+    assert tuned_nnk(z_train, y_train, *split_b)[1]["n_neighbors"] == 10
     # The tuned pipeline predicts as an NNK regressor with that k refitted from scratch.
     scaler = StandardScaler().fit(z_train)
     expected = NNKRegressor(20).fit(scaler.transform(z_train), y_train).predict(scaler.transform(split_b[0]))
     np.testing.assert_allclose(model.predict(split_b[0]), expected, rtol=1e-12)
     assert params["val_mse"] == pytest.approx(np.mean((model.predict(split_a[0]) - split_a[1]) ** 2))
+
+
+def test_tuned_nnk_near_ties_go_to_the_smallest_k():
+    # Seed 14, split b: k = 20, 30 and 50 agree to ~1e-14 relative, and which of them is lowest in the
+    # last digits differs between machines (argmin picked 30 on one, 50 on another). The tie rule picks 20.
+    z_train, y_train, _, split_b = smooth_task(seed=14)
+    errors = refit_errors(z_train, y_train, *split_b)
+    assert max(errors[2:]) - min(errors[2:]) < 1e-12 * min(errors[2:])
+    model, params = tuned_nnk(z_train, y_train, *split_b)
+    assert params["n_neighbors"] == 20 and params["tied"] == [20, 30, 50]
+    assert model[-1].n_neighbors == 20
 
 
 def test_tuned_nnk_caps_k_at_the_training_size():
@@ -164,6 +184,15 @@ def test_interpolation_ties_go_to_the_largest_lambda():
     assert tuned_interpolation(head, knn, y, grid=(0.0, 1.0)) == 1.0
     assert tuned_interpolation(head, knn, y, grid=(1.0, 0.0)) == 1.0  # grid order does not matter
     assert tuned_interpolation(head, knn, y, grid=(0.0, 0.25, 1.0)) == 0.25  # a strict minimum is not a tie
+
+
+def test_interpolation_near_ties_go_to_the_largest_lambda_and_clear_minima_win():
+    # MSE(lam) = mean((lam * head + (1 - lam) * knn - y)^2); with head = 1 + a, knn = -1, y = 0 the MSEs of
+    # lam = 0 and lam = 1 are 1 and (1 + a)^2: a tie exactly when (1 + a)^2 - 1 <= 1e-6, i.e. a below 5e-7.
+    y = np.zeros(4)
+    knn = -np.ones(4)
+    for a, expected in ((0.0, 1.0), (1e-12, 1.0), (-1e-12, 1.0), (4e-7, 1.0), (-4e-7, 1.0), (1e-6, 0.0), (-1e-6, 1.0)):
+        assert tuned_interpolation(np.full(4, 1.0 + a), knn, y, grid=(0.0, 1.0)) == expected, a
 
 
 def test_interpolation_bad_inputs_raise():

@@ -39,11 +39,15 @@ import pandas as pd
 
 from nona.io.atomic import atomic_path, write_json
 from nona.paper.reference import PAPER_NONA_CHOICE
+from nona.selection import SELECTION_RTOL, select_best
 
 # Settings of the NONA runs before any stage has chosen (Appendix B.1).
 NONA_START = {"head": "nona", "similarity": "l2", "softstep": "none", "batch_size": 128, "embed_dim": 50}
-# Relative tolerance under which two mean validation MSEs count as tied.
-TIE_RTOL = 1e-9
+# Relative tolerance under which two mean validation MSEs count as tied: the
+# companion's one tie rule (nona.selection, 1e-6; ties go to the declared order).
+TIE_RTOL = SELECTION_RTOL
+# What a winner's margin over the runner-up is compared with (see noise_check).
+SPREAD_RULE = "standard error of the difference of the two mean validation MSEs over the seeds, sqrt(s1^2/n + s2^2/n)"
 
 
 @dataclass(frozen=True)
@@ -171,11 +175,45 @@ def candidate_config(plan: list[Stage], stage_name: str, label: str, root: str |
     return {**base, **stage.candidates[label]}
 
 
-def select_winner(records: list[dict], stage: Stage, seeds: list[int]) -> dict[str, Any]:
-    """The stage's winner by mean validation MSE over ``seeds``; ties go to the earliest candidate in declared order.
+def noise_check(table: list[dict], winner: str, tied: list[str] | None = None) -> dict[str, Any]:
+    """The winner's margin over the runner-up and whether it lies within the seed noise.
 
-    Every candidate must have a record for every seed, so the means compare
-    the same splits. Test MSE is tabulated but never used to choose.
+    ``table`` holds a stage's rows (``label``, ``extension``, ``val_mean``,
+    ``val_std``, ``n_seeds``). The runner-up is the eligible candidate (not an
+    extension) of lowest mean validation MSE other than the winner;
+    ``margin = runner-up's mean - winner's mean``. The spread is the standard
+    error of that difference over the seeds, ``sqrt(s_w^2 / n + s_r^2 / n)``
+    with each candidate's sample standard deviation (ddof 1) over its n seeds.
+    The winner is *within noise* when it is tied or its margin is smaller than
+    the spread. With one eligible candidate there is no runner-up (all None,
+    not within noise); with one seed the spread is unknown (None).
+    """
+    rows = {row["label"]: row for row in table}
+    eligible = [row for row in table if not row["extension"]]
+    others = [row for row in eligible if row["label"] != winner]
+    if not others:
+        return {"runner_up": None, "margin": None, "spread": None, "spread_rule": SPREAD_RULE, "within_noise": False}
+    # The runner-up by the same tie rule as the winner (first declared among tied means).
+    runner_label = select_best([row["label"] for row in others], [row["val_mean"] for row in others], rtol=TIE_RTOL).chosen
+    runner = rows[runner_label]
+    margin = runner["val_mean"] - rows[winner]["val_mean"]
+    spread = None
+    if min(rows[winner]["n_seeds"], runner["n_seeds"]) >= 2:
+        spread = math.sqrt(rows[winner]["val_std"] ** 2 / rows[winner]["n_seeds"] + runner["val_std"] ** 2 / runner["n_seeds"])
+    within = len(tied or [winner]) > 1 or (spread is not None and margin < spread)
+    return {"runner_up": runner["label"], "margin": margin, "spread": spread, "spread_rule": SPREAD_RULE, "within_noise": within}
+
+
+def select_winner(records: list[dict], stage: Stage, seeds: list[int]) -> dict[str, Any]:
+    """The stage's winner by mean validation MSE over ``seeds``, by the rule of :mod:`nona.selection`.
+
+    Means within a relative ``TIE_RTOL`` (1e-6) of the lowest are tied, and a
+    tie goes to the earliest candidate in the stage's declared order (the
+    paper's order; extensions are never eligible). Every candidate must have a
+    record for every seed, so the means compare the same splits. Test MSE is
+    tabulated but never used to choose. The result also records the winner's
+    margin over the runner-up and the seed spread it is compared with
+    (:func:`noise_check`), so a winner inside the noise can be flagged.
     """
     by_key = {}
     for record in records:
@@ -199,11 +237,11 @@ def select_winner(records: list[dict], stage: Stage, seeds: list[int]) -> dict[s
                      "test_mean": float(pd.Series(test).mean()), "test_std": float(pd.Series(test).std()),
                      "n_seeds": len(seeds)})
     eligible = [row for row in rows if not row["extension"]]
-    best = min(row["val_mean"] for row in eligible)
-    tied = [row["label"] for row in eligible if row["val_mean"] <= best * (1 + TIE_RTOL)]
-    winner = tied[0]
-    return {"stage": stage.name, "winner": winner, "tied": tied, "selected_by": "mean validation MSE",
-            "seeds": list(seeds), "table": rows}
+    choice = select_best([row["label"] for row in eligible], [row["val_mean"] for row in eligible], rtol=TIE_RTOL, prefer="first")
+    tied = list(choice.tied)
+    return {"stage": stage.name, "winner": choice.chosen, "tied": tied, "selected_by": "mean validation MSE",
+            "tie_rule": f"means within a relative {TIE_RTOL:g} of the lowest are tied; a tie goes to the first in declared order",
+            "seeds": list(seeds), "table": rows, **noise_check(rows, choice.chosen, tied)}
 
 
 def read_stage_records(root: str | Path, stage: Stage, seeds: list[int]) -> list[dict]:
