@@ -11,7 +11,7 @@ export MPLBACKEND := Agg
 # The pipeline's tools (snakemake, jupyter-book, the kernel) come from the project's venv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup test book site browser-test benchmark clean
+.PHONY: setup test book site browser-test benchmark clean bundle
 
 setup: $(STAMP)
 
@@ -39,6 +39,11 @@ browser-test: setup
 
 benchmark: setup
 	$(PY) benchmarks/head.py
+
+# One archive of the built site, executed notebooks, figures, records, environment lock and
+# citation, with SHA-256 checksums: dist/nona-companion-<version>-<profile>.tar.gz. Needs `make book` first.
+bundle: setup
+	$(PY) -m nona.pipeline.bundle --profile $(PROFILE)
 
 clean:
 	rm -rf build _build
