@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from nona.inference import predict_no_grad
-from nona.similarity import check_similarity_kind, similarity
+from nona.similarity import OwnColumns, check_similarity_kind, own_values, put_own, similarity
 from nona.softstep import SoftStep
 
 # Number of (rows x N) temporaries alive at once in one chunk of the forward
@@ -23,9 +23,12 @@ class SelfNeighbourWarning(UserWarning):
 
 
 def _check_finite(name: str, tensor: Tensor) -> None:
-    if not torch.isfinite(tensor).all():
-        bad = (~torch.isfinite(tensor)).nonzero()[:5].tolist()
-        raise ValueError(f"{name} contains NaN or inf (first offending indices: {bad}); clean the input first")
+    # One reduction in the common case: a finite sum means finite entries; an
+    # infinite or NaN sum may still be an overflow of finite entries, so check those.
+    if math.isfinite(tensor.sum().item()) or torch.isfinite(tensor).all():
+        return
+    bad = (~torch.isfinite(tensor)).nonzero()[:5].tolist()
+    raise ValueError(f"{name} contains NaN or inf (first offending indices: {bad}); clean the input first")
 
 
 def _same_points(z: Tensor, z_n: Tensor) -> bool:
@@ -51,30 +54,29 @@ def warn_if_self_neighbours(z: Tensor, z_n: Tensor, exclude_self: bool) -> None:
 
 
 class _Attend(torch.autograd.Function):
-    """``softmax(logits) @ y`` with each row's own column (``self_index``) left out, analytic backward.
+    """``softmax(logits) @ y`` with each row's own column (``own``) left out, analytic backward.
 
     The backward pass needs only the unnormalised weights and the row sums:
     ``d y_hat_i / d logit_ij = w_ij (y_j - y_hat_i)``.
     """
 
     @staticmethod
-    def forward(ctx, logits: Tensor, y: Tensor, self_index: Tensor | None) -> Tensor:
-        if self_index is None:
+    def forward(ctx, logits: Tensor, y: Tensor, own: OwnColumns | None) -> Tensor:
+        if own is None:
             weights = torch.sub(logits, logits.amax(dim=1, keepdim=True)).exp_()
         else:
             # The own entries are set to -inf for the row maximum and the exponential,
             # then restored: through .data, so that autograd, which may have saved
             # `logits` for another node, does not see a modification.
             raw = logits.data
-            entries = (torch.arange(raw.shape[0], device=raw.device), self_index)
-            own = raw[entries]
-            raw[entries] = float("-inf")
+            saved = own_values(raw, own)
+            put_own(raw, own, float("-inf"))
             weights = torch.sub(raw, raw.amax(dim=1, keepdim=True)).exp_()
-            raw[entries] = own
-        # Columns [y, 1]: one product gives the numerators and the row sums.
-        sums = weights @ torch.stack([y, torch.ones_like(y)], dim=1)
-        total = sums[:, 1]
-        out = sums[:, 0] / total
+            put_own(raw, own, saved)
+        # Two matrix-vector passes: a product with the columns [y, 1] is a
+        # two-column gemm, several times slower than both on CPU.
+        total = weights.sum(dim=1)
+        out = (weights @ y).div_(total)
         ctx.save_for_backward(weights, y, out, total)
         return out
 
@@ -84,8 +86,8 @@ class _Attend(torch.autograd.Function):
         scaled = grad / total
         grad_logits = grad_y = None
         if ctx.needs_input_grad[0]:
-            # scaled_i (y_j - out_i) w_ij, the outer product written in one pass.
-            grad_logits = torch.addr((-scaled * out).unsqueeze(1), scaled, y).mul_(weights)
+            # w_ij (y_j - out_i) scaled_i, in three elementwise passes (torch.addr is slower).
+            grad_logits = torch.sub(y.unsqueeze(0), out.unsqueeze(1)).mul_(weights).mul_(scaled.unsqueeze(1))
         if ctx.needs_input_grad[1]:
             grad_y = scaled @ weights
         return grad_logits, grad_y, None
@@ -168,7 +170,7 @@ class NONA(nn.Module):
         _check_finite("y_n", y_n)
         warn_if_self_neighbours(z, z_n, exclude_self)
 
-    def scores(self, z: Tensor, z_n: Tensor, self_index: Tensor | None = None) -> Tensor:
+    def scores(self, z: Tensor, z_n: Tensor, self_index: Tensor | int | None = None) -> Tensor:
         """Attention scores ``(b, N)`` before the own-entry mask: similarities plus the SoftStep shift.
 
         Parameters
@@ -177,8 +179,9 @@ class NONA(nn.Module):
             Queries, shape ``(b, d)``.
         z_n : torch.Tensor
             Neighbours, shape ``(N, d)``.
-        self_index : torch.Tensor or None
-            ``self_index[i]`` is row i's own column (training), or None.
+        self_index : torch.Tensor, int or None
+            Row i's own column (training): ``self_index[i]``, or
+            ``i + self_index`` for an int; None when there is none.
 
         Returns
         -------
@@ -188,6 +191,8 @@ class NONA(nn.Module):
         """
         sim = similarity(z, z_n, self.similarity, gamma=self.gamma, self_index=self_index)
         if self.softstep is not None:
+            if isinstance(self_index, int):
+                self_index = torch.arange(self_index, self_index + z.shape[0], device=z.device)
             sim = self.softstep(sim, z, self_index)
         return sim
 
@@ -247,9 +252,11 @@ class NONA(nn.Module):
         step = self.rows_per_chunk(z_n.shape[0], z.element_size())
         outputs = []
         for start in range(0, z.shape[0], step):
-            chunk = z[start : start + step]
-            self_index = torch.arange(start, start + chunk.shape[0], device=z.device) if exclude_self else None
-            outputs.append(_Attend.apply(self.scores(chunk, z_n, self_index), y_n, self_index))
+            # A single chunk is z itself: slicing would add a node to the backward pass.
+            chunk = z if step >= z.shape[0] else z[start : start + step]
+            # Row i of the chunk is column start + i: a diagonal, written without index tensors.
+            own = start if exclude_self else None
+            outputs.append(_Attend.apply(self.scores(chunk, z_n, own), y_n, own))
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 

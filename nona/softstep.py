@@ -59,45 +59,50 @@ class _LogS2(torch.autograd.Function):
     """log S2 with a hand-written backward pass that stays finite for any b in [0, 1].
 
     Autograd through ``log(x / b)`` forms ``x / b^2``, which overflows once b
-    saturates below about 1e-19 (a sigmoid of -44 in float32); the analytic
-    derivatives below only divide by x (floored) and by b where x < b.
+    saturates below about 1e-19 (a sigmoid of -44 in float32). Here x is
+    clamped into ``[floor, b]`` (b itself floored like x), so that
+    ``log(x / b)`` and ``b - x`` vanish where ``x >= b`` without a mask, and
+    the derivatives only divide by the floored x and b.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, b: Tensor, t: Tensor) -> Tensor:
         floor = _s2_floor(x.dtype)
         k = t / (1.0 - t)
-        above = x >= b
+        b_floored = b.clamp_min(floor)
         xs = x.clamp_min(floor)
-        # log(x/b) is 0 where x >= b (S2 = 1 there): finite for b = 0 too.
-        log_ratio = torch.div(xs, b).log_().masked_fill_(above, 0.0)
-        value = torch.addcmul(k * b, xs, -k).mul_(log_ratio)
-        ctx.save_for_backward(xs, b, t, k, log_ratio, above, value)
+        torch.minimum(xs, b_floored, out=xs)
+        log_ratio = torch.div(xs, b_floored).log_()
+        value = torch.addcmul(k * b_floored, xs, -k).mul_(log_ratio)
+        ctx.save_for_backward(xs, b, b_floored, t, k, log_ratio, value)
         return value
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        xs, b, t, k, log_ratio, above, value = ctx.saved_tensors
-        inside = grad.masked_fill(above, 0.0)
+        xs, b, b_floored, t, k, log_ratio, value = ctx.saved_tensors
+        floor = _s2_floor(xs.dtype)
         grad_x = grad_b = grad_t = None
         if ctx.needs_input_grad[0]:
-            # d/dx [k (b - x) log(x/b)] = k (b/x - 1 - log(x/b)); no gradient through the floor.
-            grad_x = torch.div(b, xs).sub_(log_ratio).sub_(1.0).mul_(inside).mul_(k)
-            grad_x.masked_fill_(xs <= _s2_floor(xs.dtype), 0.0)
+            # d/dx [k (b - x) log(x/b)] = k (b/x - 1 - log(x/b)): exactly 0 where x >= b
+            # (x was clamped to b); no gradient through the floor, where sign(x - floor) = 0.
+            through_floor = torch.sub(xs, floor).sign_()
+            grad_x = torch.div(b_floored, xs).sub_(log_ratio).sub_(1.0).mul_(grad).mul_(k).mul_(through_floor)
             grad_x = grad_x.sum_to_size(xs.shape)
         if ctx.needs_input_grad[1]:
-            # d/db = k (log(x/b) - 1 + x/b); the x/b term is summed first, then divided by b > 0.
-            ratio_sum = (inside * xs).sum_to_size(b.shape)
-            ratio_term = torch.where(b > 0, ratio_sum / b, torch.zeros_like(ratio_sum))
-            grad_b = k * ((inside * (log_ratio - 1.0)).sum_to_size(b.shape) + ratio_term)
+            # d/db = k (log(x/b) - 1 + x/b): exactly 0 where x >= b; none through b's floor.
+            slope = torch.div(xs, b_floored).add_(log_ratio).sub_(1.0).mul_(grad).sum_to_size(b.shape)
+            grad_b = (slope * k).masked_fill_(b <= floor, 0.0)
         if ctx.needs_input_grad[2]:
             # value = k (b - x) log(x/b), so d/dk = value / k, and dk/dt = 1 / (1 - t)^2.
-            grad_t = (inside * value).sum_to_size(t.shape) / (k * (1.0 - t) ** 2)
+            grad_t = (grad * value).sum_to_size(t.shape) / (k * (1.0 - t) ** 2)
         return grad_x, grad_b, grad_t
 
 
 def log_s2(x: Tensor, b: Tensor, t: Tensor) -> Tensor:
-    """log S2(x; b, t): (b-x) t/(1-t) log(x/b) for x < b, 0 for x >= b (x floored at sqrt(float tiny))."""
+    """log S2(x; b, t): (b-x) t/(1-t) log(x/b) for x < b, 0 for x >= b.
+
+    x and b are floored at sqrt(float tiny) (1e-19 in float32).
+    """
     return _LogS2.apply(x, b, t)
 
 

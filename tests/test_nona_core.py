@@ -189,7 +189,8 @@ def test_dense_head_and_projector_shapes():
     proj, dense = Projector(12), DenseHead(25)
     assert proj(torch.randn(4, 12)).shape == (4, 25)
     assert dense(proj(torch.randn(4, 12))).shape == (4,)
-    assert Projector(12, dim=7, hidden=9).net[0].out_features == 9
+    linear = [m for m in Projector(12, dim=7, hidden=9).net if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linear] == [9, 7]
 
 
 @pytest.mark.parametrize(
