@@ -279,7 +279,7 @@ def paper_claims(numbers: dict[str, Any]) -> list[Row]:
         tol = statistical_tolerance(nona.get("se"), dense.get("se"))
         beyond = "beyond" if abs(difference) > tol else "within"
         rows.append(_claim(f"NONA below Dense on {dataset}", f"paper: NONA below Dense on {n_below} of {len(paper_wide)} datasets",
-                           f"NONA {format_number(nona)} vs Dense {format_number(dense)} (×10⁻³)", "NONA mean < Dense mean",
+                           f"NONA {format_number(nona)} vs Dense {format_number(dense)} (test MSE ×10³)", "NONA mean < Dense mean",
                            difference < 0, "statistical", f"Δ = {difference:+.3g}, {beyond} 2 SE ({tol:.2g})"))
     # The median reduction.
     printed = _get(numbers, "results/paper-median-reduction")
@@ -368,10 +368,11 @@ def to_text(report: Report) -> str:
         if not rows:
             continue
         cells = [COLUMNS] + [_cells(r) for r in rows]
-        widths = [min(60, max(len(c[i]) for c in cells)) for i in range(len(COLUMNS))]
+        # Columns up to a width (the item 72 characters, the others 44), the note in full.
+        widths = [min(72 if i == 0 else 44, max(len(c[i]) for c in cells)) for i in range(len(COLUMNS) - 1)]
         out += [title, ""]
         for c in cells:
-            out.append("  ".join(str(x)[:60].ljust(w) for x, w in zip(c, widths)).rstrip())
+            out.append("  ".join(str(x)[:w].ljust(w) for x, w in zip(c, widths)) + "  " + c[-1])
         out.append("")
     out.append("Rules: " + "; ".join(f"{k}: {v}" for k, v in RULES.items()))
     return "\n".join(out)
