@@ -1,4 +1,4 @@
-"""The ``nona`` command line: ``nona data list | describe NAME | check NAME``."""
+"""The ``nona`` command line: ``nona data list | describe NAME | check NAME``, ``nona reproduce check | freeze``."""
 
 from __future__ import annotations
 
@@ -117,7 +117,34 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--no-checksums", action="store_true", help="only check that the files exist")
     check.add_argument("--load", action="store_true", help="also load the dataset: every sample's file and label is checked")
     check.set_defaults(func=_data_check)
+    _add_reproduce(commands)
     return parser
+
+
+def _add_reproduce(commands) -> None:
+    """``nona reproduce check | freeze`` (see nona.pipeline.reproduce)."""
+    reproduce = commands.add_parser("reproduce", help="compare this build's published numbers with the reference and the paper")
+    sub = reproduce.add_subparsers(dest="action", required=True)
+    check = sub.add_parser("check", help="print the reproduction report; exit 1 if an exact item fails, 2 if nothing to compare")
+    freeze = sub.add_parser("freeze", help="make this build's published numbers the shipped reference of its profile")
+    for parser in (check, freeze):
+        parser.add_argument("--profile", default="quick", help="the build's profile (default: quick)")
+        parser.add_argument("--build", default=None, help="the build folder (default: $NONA_BUILD or build/)")
+        parser.add_argument("--reference", default=None, help="the reference file (default: reference/published-<profile>.json)")
+    check.add_argument("--allow-missing-reference", action="store_true",
+                       help="without a reference, check the paper's claims only and exit 0 (default: exit 2)")
+    check.set_defaults(func=lambda a: _reproduce(a, "check"))
+    freeze.set_defaults(func=lambda a: _reproduce(a, "freeze"))
+
+
+def _reproduce(args: argparse.Namespace, action: str) -> int:
+    from nona.pipeline import reproduce
+    from nona.pipeline.config import check_profile
+
+    check_profile(args.profile)
+    if action == "check":
+        return reproduce.check(args.profile, args.build, args.reference, args.allow_missing_reference)
+    return reproduce.freeze(args.profile, args.build, args.reference)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
