@@ -104,8 +104,6 @@ def test_paper_and_companion_entries():
     assert companion.fields["version"] == companion_version()
 
 
-@pytest.mark.xfail(strict=True, reason="notebooks/home.md still prints a static @inproceedings without booktitle; "
-                   "its owner replaces that block with nona.paper.citation.bibtex_block() (then remove this mark)")
 def test_home_page_entries_are_complete():
     home = (ROOT / "notebooks" / "home.md").read_text()
     blocks = re.findall(r"```bibtex\n(.*?)```", home, flags=re.S)
