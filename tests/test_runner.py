@@ -244,3 +244,28 @@ def test_sigterm_to_the_runner_publishes_nothing_and_leaves_nothing(tmp_path):
     _, err = runner.communicate(timeout=60)
     assert runner.returncode == 128 + signal.SIGTERM and "TERMINATED" in err
     assert list(out.parent.iterdir()) == []
+
+
+def test_published_pages_fold_code_and_show_one_parameters_cell():
+    import nbformat
+
+    from nona.pipeline.runner import fold_code
+
+    def notebook(injected: bool):
+        cells = [nbformat.v4.new_markdown_cell("# Title"),
+                 nbformat.v4.new_code_cell("alpha = 0.05", metadata={"tags": ["parameters"]}),
+                 nbformat.v4.new_code_cell("print(alpha)"),
+                 nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["remove-input"]})]
+        if injected:
+            cells.insert(2, nbformat.v4.new_code_cell("alpha = 0.1", metadata={"tags": ["injected-parameters"]}))
+        return nbformat.v4.new_notebook(cells=cells)
+
+    plain = notebook(injected=False)
+    fold_code(plain)
+    assert [c.metadata.get("tags") for c in plain.cells[1:]] == [["parameters", "hide-input"], ["hide-input"], ["remove-input"]]
+    assert "tags" not in plain.cells[0].metadata
+
+    run = notebook(injected=True)
+    fold_code(run)
+    assert [c.metadata["tags"] for c in run.cells[1:]] == [
+        ["parameters", "remove-cell"], ["injected-parameters", "hide-input"], ["hide-input"], ["remove-input"]]

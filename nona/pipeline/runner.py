@@ -184,6 +184,30 @@ def retitle(notebook, title: str) -> None:
     raise ValueError("the notebook has no '# ' title heading to replace")
 
 
+# Cell tags with which MyST-NB already hides or removes part of a cell.
+VISIBILITY_TAGS = {"hide-input", "hide-output", "hide-cell", "remove-input", "remove-output", "remove-cell"}
+
+
+def fold_code(notebook) -> None:
+    """Fold the code of every cell on the published page (shown on demand), and show one parameters cell.
+
+    A cell that already says how it is shown keeps its tags. When papermill
+    injected parameters, the defaults cell is removed from the page and the
+    injected cell, which holds the values this page ran with, is the one shown
+    (folded); otherwise the defaults cell is.
+    """
+    injected = any("injected-parameters" in c.metadata.get("tags", []) for c in notebook.cells)
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        tags = list(cell.metadata.get("tags", []))
+        if injected and "parameters" in tags:
+            tags = [t for t in tags if t not in VISIBILITY_TAGS] + ["remove-cell"]
+        elif not VISIBILITY_TAGS & set(tags):
+            tags.append("hide-input")
+        cell.metadata["tags"] = tags
+
+
 def run_notebook(
     source: str | Path,
     output: str | Path,
@@ -223,6 +247,11 @@ def run_notebook(
                 progress_bar=False,
                 execution_timeout=timeout,
             )
+            import nbformat
+
+            published = nbformat.read(executed, as_version=4)
+            fold_code(published)
+            nbformat.write(published, executed)
     finally:
         for key, value in env_before.items():
             if value is None:
