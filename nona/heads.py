@@ -191,8 +191,6 @@ class NONA(nn.Module):
         """
         sim = similarity(z, z_n, self.similarity, gamma=self.gamma, self_index=self_index)
         if self.softstep is not None:
-            if isinstance(self_index, int):
-                self_index = torch.arange(self_index, self_index + z.shape[0], device=z.device)
             sim = self.softstep(sim, z, self_index)
         return sim
 
@@ -261,7 +259,13 @@ class NONA(nn.Module):
 
 
 class DenseHead(nn.Module):
-    """The linear regression head of the baseline: ``y_hat = z w + c``."""
+    """The linear regression head of the baseline: ``y_hat = z w + c``.
+
+    Parameters
+    ----------
+    dim : int
+        The embedding dimension.
+    """
 
     def __init__(self, dim: int = 25) -> None:
         super().__init__()
@@ -269,7 +273,18 @@ class DenseHead(nn.Module):
         self.linear = nn.Linear(dim, 1)
 
     def forward(self, z: Tensor) -> Tensor:
-        """Predictions of shape ``(b,)``."""
+        """Predict one label per embedding.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            Embeddings, shape ``(b, dim)``.
+
+        Returns
+        -------
+        torch.Tensor
+            Predictions, shape ``(b,)``.
+        """
         if z.dim() != 2 or z.shape[1] != self.dim:
             raise ValueError(f"DenseHead expects embeddings of shape (b, {self.dim}), got {tuple(z.shape)}")
         return self.linear(z).squeeze(1)

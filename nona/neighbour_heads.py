@@ -1,4 +1,4 @@
-"""The follow-up paper's other neighbour-based heads: NCA and a differentiable k-NN, both with SoftStep.
+"""The SoftStep paper's other neighbour-based heads: NCA and a differentiable k-NN, both with SoftStep.
 
 Both are :class:`~nona.heads.NONA` variants and follow its calling convention,
 ``head(z, z_n, y_n, exclude_self=False) -> (b,)``, its input validation and its
@@ -6,11 +6,11 @@ query chunking; each prediction is a convex combination of neighbour labels.
 
 * :class:`NCA`: ``softmax(-gamma ||z - z'||^2 + log SoftStep(x)) @ y_N`` with
   ``x`` the row-wise min-max normalised similarity ("~" in Figure 1 of the
-  follow-up paper); the ``(l, u)`` SoftStep by default.
+  SoftStep paper); the ``(l, u)`` SoftStep by default.
 * :class:`DifferentiableKNN`: the weights are the SoftStep mask of normalised
   *soft ranks* ("~" = soft ranking in Figure 1), so SoftStep learns a soft k.
 
-The follow-up paper names these heads but its soft ranking is not public in a
+The SoftStep paper names these heads but its soft ranking is not public in a
 form we could check, so the soft rank here is defined in :func:`~nona.neighbour_heads.soft_rank`.
 """
 
@@ -37,13 +37,24 @@ def _build_softstep(softstep: SoftStep | str | None, dim: int | None) -> SoftSte
 
 
 class NCA(NONA):
-    """NCA regression head (follow-up paper): ``softmax(-gamma ||z - z'||^2 + log SoftStep) @ y_N``.
+    """NCA regression head (the SoftStep paper): ``softmax(-gamma ||z - z'||^2 + log SoftStep) @ y_N``.
 
     Neighbourhood Components Analysis weights (Gaussian-kernel regression) with
     a learned bandwidth ``gamma`` and a SoftStep mask of the row-wise min-max
-    normalised similarities. ``softstep`` is a SoftStep module, a spec such as
-    ``"lu-global"`` (the default) or ``"lu-pointwise"`` (which needs ``dim``),
-    or ``None`` for plain NCA.
+    normalised similarities. Called like :class:`~nona.heads.NONA`:
+    ``head(z, z_n, y_n, exclude_self=False)`` returns predictions of shape ``(b,)``.
+
+    Parameters
+    ----------
+    softstep : SoftStep, str or None
+        A SoftStep module, a spec such as ``"lu-global"`` (the default) or
+        ``"lu-pointwise"`` (which needs ``dim``), or None for plain NCA.
+    dim : int or None
+        The embedding dimension, for a pointwise SoftStep spec.
+    gamma : float
+        Initial bandwidth (learned, kept positive).
+    memory_budget : int
+        Cap, in bytes, on the working memory of one chunk of queries.
     """
 
     def __init__(
@@ -96,6 +107,8 @@ def soft_rank(sim: Tensor, temperature: float = 1.0, self_index: Tensor | None =
 class DifferentiableKNN(NONA):
     """Differentiable k-NN regression head: ``y_hat_i = sum_j S(x_ij) y_j / sum_j S(x_ij)``.
 
+    Called like :class:`~nona.heads.NONA` (see :meth:`forward`).
+
     ``x_ij = clamp(1 - (r_ij - min_k r_ik) / K, 0, 1)`` rescales the
     :func:`~nona.neighbour_heads.soft_rank` ``r_ij`` of neighbour j for query i (similarity
     ``similarity``) so that the nearest valid neighbour is at 1, where every
@@ -108,6 +121,28 @@ class DifferentiableKNN(NONA):
     set differ in size). ``temperature`` is the soft rank's, in average gaps
     between neighbours. ``gamma`` is unused by the weights for ``rbf``: the
     normalisation removes it.
+
+    Parameters
+    ----------
+    similarity : str
+        ``"l2"``, ``"l1"``, ``"dot"``, ``"cos"`` or ``"rbf"``: what the soft ranks rank by.
+    softstep : SoftStep or str
+        A SoftStep module or a spec such as ``"lu-global"`` (the default); required.
+    dim : int or None
+        The embedding dimension, for a pointwise SoftStep spec.
+    temperature : float
+        The soft rank's temperature, in average gaps between neighbours (at least 1e-6).
+    max_rank : int or None
+        The rank scale ``K``, or None for the number of valid neighbours minus one.
+    gamma : float
+        Initial bandwidth of ``rbf``; does not change the weights.
+    memory_budget : int
+        Cap, in bytes, on the working memory of one chunk of queries.
+
+    Raises
+    ------
+    ValueError
+        Without a SoftStep, with a temperature below 1e-6 or a non-positive ``max_rank``.
     """
 
     def __init__(
@@ -160,10 +195,24 @@ class DifferentiableKNN(NONA):
         return max(1, self.memory_budget // (n_neighbours * _RANK_BYTES_PER_ENTRY))
 
     def forward(self, z: Tensor, z_n: Tensor, y_n: Tensor, exclude_self: bool = False) -> Tensor:
-        """Predictions of shape ``(b,)`` for queries ``z`` from neighbours ``(z_n, y_n)``, chunked over queries.
+        """Predict each query's label from its neighbours, chunked over queries.
 
-        With ``exclude_self=True`` the batch is its own neighbour set and each
-        point's own entry is left out of the ranks and the weights (training mode).
+        Parameters
+        ----------
+        z : torch.Tensor
+            Query embeddings, shape ``(b, d)``.
+        z_n : torch.Tensor
+            Neighbour embeddings, shape ``(N, d)``.
+        y_n : torch.Tensor
+            Neighbour labels, shape ``(N,)``.
+        exclude_self : bool
+            True in training, when the batch is its own neighbour set: each
+            point's own entry is left out of the ranks and the weights.
+
+        Returns
+        -------
+        torch.Tensor
+            Predictions, shape ``(b,)``.
         """
         self._validate(z, z_n, y_n, exclude_self)
         y_n = y_n.to(z.dtype)

@@ -144,6 +144,59 @@ def minmax_normalise(sim: Tensor, self_index: Tensor | None = None) -> Tensor:
     return x.masked_fill_(flat, 1.0) if bool(flat.any()) else x
 
 
+class _S2Shift(torch.autograd.Function):
+    """``sim + log S2(minmax(sim); b, t)`` in one node, with a hand-written backward pass.
+
+    The same values as :func:`minmax_normalise` followed by :func:`log_s2`; the
+    row minimum and maximum pass their gradient to one entry each (autograd's
+    amin/amax share it among ties, which only differs where ties occur), and
+    no boolean ``(b, N)`` masks are formed, which are slow on CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, sim: Tensor, b: Tensor, t: Tensor) -> Tensor:
+        floor = _s2_floor(sim.dtype)
+        low, low_at = sim.min(dim=1, keepdim=True)
+        high, high_at = sim.max(dim=1, keepdim=True)
+        span = high - low
+        flat = span <= 0
+        # A flat row has every neighbour equally near, hence all are "the nearest" (x = 1).
+        x = torch.sub(sim, low).div_(torch.where(flat, torch.ones_like(span), span))
+        if bool(flat.any()):
+            x.add_(flat.to(x.dtype))
+        inv_span = torch.where(flat, torch.zeros_like(span), span.reciprocal())
+        k = t / (1.0 - t)
+        b_floored = b.clamp_min(floor)
+        xs = x.clamp_min_(floor)
+        torch.minimum(xs, b_floored, out=xs)
+        log_ratio = torch.div(xs, b_floored).log_()
+        value = torch.addcmul(k * b_floored, xs, -k).mul_(log_ratio)
+        ctx.save_for_backward(xs, b, b_floored, t, k, log_ratio, value, inv_span, low_at, high_at)
+        return value + sim
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        xs, b, b_floored, t, k, log_ratio, value, inv_span, low_at, high_at = ctx.saved_tensors
+        floor = _s2_floor(xs.dtype)
+        grad_sim = grad_b = grad_t = None
+        if ctx.needs_input_grad[0]:
+            # Gradient to x: k (b/x - 1 - log(x/b)), 0 where x >= b (clamped to b) or at the floor.
+            grad_x = torch.div(b_floored, xs).sub_(log_ratio).sub_(1.0).mul_(grad).mul_(k)
+            grad_x.mul_(torch.sub(xs, floor).sign_())
+            # x = (sim - low) / span: dx/dlow = (x - 1) / span, dx/dhigh = -x / span.
+            dot = (grad_x * xs).sum(dim=1, keepdim=True)
+            grad_low = (dot - grad_x.sum(dim=1, keepdim=True)) * inv_span
+            grad_high = -dot * inv_span
+            grad_sim = grad_x.mul_(inv_span).add_(grad)
+            grad_sim.scatter_add_(1, low_at, grad_low).scatter_add_(1, high_at, grad_high)
+        if ctx.needs_input_grad[1]:
+            slope = torch.div(xs, b_floored).add_(log_ratio).sub_(1.0).mul_(grad).sum_to_size(b.shape)
+            grad_b = (slope * k).masked_fill_(b <= floor, 0.0)
+        if ctx.needs_input_grad[2]:
+            grad_t = (grad * value).sum_to_size(t.shape) / (k * (1.0 - t) ** 2)
+        return grad_sim, grad_b, grad_t
+
+
 def _best_other(x: Tensor, self_index: Tensor) -> Tensor:
     """Each row's largest entry outside its own column ``self_index[i]``, shape ``(rows, 1)``."""
     if x.shape[1] < 2:
@@ -273,7 +326,7 @@ class SoftStep(nn.Module):
             )
         return parameters
 
-    def forward(self, sim: Tensor, z: Tensor, self_index: Tensor | None = None) -> Tensor:
+    def forward(self, sim: Tensor, z: Tensor, self_index: Tensor | int | None = None) -> Tensor:
         """Shift similarities down by the learned mask.
 
         Parameters
@@ -282,14 +335,20 @@ class SoftStep(nn.Module):
             Similarities, shape ``(b, N)``.
         z : torch.Tensor
             Query embeddings, shape ``(b, d)``.
-        self_index : torch.Tensor or None
-            ``self_index[i]`` is row i's own column (training), or None.
+        self_index : torch.Tensor, int or None
+            Row i's own column (training): ``self_index[i]``, or
+            ``i + self_index`` for an int; None when there is none.
 
         Returns
         -------
         torch.Tensor
             ``sim + log(mask)``, shape ``(b, N)``.
         """
+        if isinstance(self_index, int) and self.fn != "s2":
+            self_index = torch.arange(self_index, self_index + sim.shape[0], device=sim.device)
+        if self.fn == "s2":
+            p = self.parameters_for(z)
+            return _S2Shift.apply(sim, p[:, 0:1], p[:, -1:].clamp(T_MARGIN, 1.0 - T_MARGIN))
         return sim + self.log_mask(sim, z, self_index)
 
 
