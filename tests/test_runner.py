@@ -269,3 +269,31 @@ def test_published_pages_fold_code_and_show_one_parameters_cell():
     fold_code(run)
     assert [c.metadata["tags"] for c in run.cells[1:]] == [
         ["parameters", "remove-cell"], ["injected-parameters", "hide-input"], ["hide-input"], ["remove-input"]]
+
+
+def test_rerun_command_writes_apart_from_the_build(tmp_path):
+    import shlex
+
+    from nona.pipeline.runner import RERUN_DIR, rerun_box, rerun_command
+
+    command = rerun_command("notebooks/finetune.md", "finetune-digits-rotation",
+                            {"dataset": "digits-rotation", "seeds": [0, 1, 2]})
+    words = shlex.split(command)
+    assert words[0] == f"NONA_BUILD={RERUN_DIR}"
+    assert words[1:5] == ["python", "-m", "nona.pipeline.runner", "notebooks/finetune.md"]
+    assert words[5] == f"{RERUN_DIR}/executed/finetune-digits-rotation.ipynb"
+    assert json.loads(words[7]) == {"dataset": "digits-rotation", "seeds": [0, 1, 2]}
+    box = rerun_box("notebooks/statistics.md", "statistics", {})
+    assert "Re-run this page" in box.source and "--parameters-json" not in box.source
+
+
+@pytest.mark.slow
+def test_published_page_has_the_rerun_box_below_its_title(tmp_path, monkeypatch):
+    monkeypatch.setenv("NONA_BUILD", str(tmp_path))
+    source = write_notebook(tmp_path / "tiny.md", "# Tiny\n\n```{code-cell} ipython3\n:tags: [parameters]\n\n"
+                                                  "n: int = 3  # how many\n```\n\n```{code-cell} ipython3\nprint(n)\n```\n")
+    out = run_notebook(source, tmp_path / "executed" / "tiny.ipynb", {"n": 4}, timeout=60,
+                       rerun_parameters={"n": 5})
+    cells = json.loads(out.read_text())["cells"]
+    assert cells[1]["metadata"]["tags"] == ["rerun-box"]
+    assert '{"n": 5}' in "".join(cells[1]["source"])

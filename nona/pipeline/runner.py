@@ -208,16 +208,55 @@ def fold_code(notebook) -> None:
         cell.metadata["tags"] = tags
 
 
+# Where a reader's re-run of a page writes (relative to the repository), apart from the book's build.
+RERUN_DIR = "build/rerun"
+
+
+def rerun_command(source: str | Path, output_name: str, parameters: dict[str, Any]) -> str:
+    """The one command that re-runs a page with ``parameters``, writing under :data:`RERUN_DIR` only."""
+    import shlex
+
+    source = Path(source)
+    if source.is_absolute() and source.is_relative_to(REPO_ROOT):
+        source = source.relative_to(REPO_ROOT)
+    arguments = ["python", "-m", "nona.pipeline.runner", source.as_posix(), f"{RERUN_DIR}/executed/{output_name}.ipynb"]
+    if parameters:
+        arguments += ["--parameters-json", json.dumps(parameters, sort_keys=True)]
+    return f"NONA_BUILD={RERUN_DIR} " + " ".join(shlex.quote(a) for a in arguments)
+
+
+def rerun_box(source: str | Path, output_name: str, parameters: dict[str, Any]):
+    """A folded "Re-run this page" box for the top of a published page."""
+    import nbformat
+
+    command = rerun_command(source, output_name, parameters)
+    text = (
+        ":::{admonition} Re-run this page\n:class: dropdown\n\n"
+        "With the project's environment active (`source .venv/bin/activate` after `make setup`), this command "
+        f"executes the page again with the parameters it was built with. It writes under `{RERUN_DIR}/` and "
+        "leaves the book's own build untouched:\n\n"
+        f"```bash\n{command}\n```\n\n"
+        "Change a value in the JSON to run it your way; "
+        f"`papermill --help-notebook {Path(source).with_suffix('.ipynb').as_posix()}` lists every parameter "
+        "with its type and meaning.\n:::\n"
+    )
+    return nbformat.v4.new_markdown_cell(text, metadata={"tags": ["rerun-box"]})
+
+
 def run_notebook(
     source: str | Path,
     output: str | Path,
     parameters: dict[str, Any] | None = None,
     timeout: int = 3600,
     title: str | None = None,
+    rerun_parameters: dict[str, Any] | None = None,
 ) -> Path:
     """Execute ``source`` with ``parameters`` and publish it at ``output``; raises if any cell fails.
 
-    ``title`` replaces the page title of the published copy.
+    ``title`` replaces the page title of the published copy. The page gets a
+    "Re-run this page" box whose command uses ``rerun_parameters`` (by
+    default ``parameters``; the pipeline passes output folders moved under
+    :data:`RERUN_DIR` so that a re-run never writes into the build).
     """
     import jupytext
     import papermill
@@ -251,6 +290,9 @@ def run_notebook(
 
             published = nbformat.read(executed, as_version=4)
             fold_code(published)
+            shown = parameters if rerun_parameters is None else rerun_parameters
+            # The box goes right below the page title (the first cell).
+            published.cells.insert(1, rerun_box(source, output.stem, shown))
             nbformat.write(published, executed)
     finally:
         for key, value in env_before.items():
@@ -271,6 +313,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--parameters-json", default="{}", help="parameters as one JSON object")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
     parser.add_argument("--title", default=None, help="page title of the published copy (replaces the first '# ' heading)")
+    parser.add_argument("--rerun-json", default=None,
+                        help="parameters of the page's 'Re-run this page' command (default: the parameters)")
     return parser.parse_args(argv)
 
 
@@ -283,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         # SIGTERM (Snakemake cancelling the job, a scheduler's time limit) unwinds like an error:
         # the kernel is shut down and the temporary beside the target is removed.
         with sigterm_raises():
-            run_notebook(args.source, args.output, parameters, timeout=args.timeout, title=args.title)
+            run_notebook(args.source, args.output, parameters, timeout=args.timeout, title=args.title,
+                         rerun_parameters=None if args.rerun_json is None else json.loads(args.rerun_json))
     except Terminated as stop:
         print(f"[nona.pipeline.runner] TERMINATED {args.source}; {args.output} was not written.", file=sys.stderr)
         return int(stop.code)
