@@ -2,13 +2,16 @@
 
 Run after `make book` with `pytest -m browser` (CI does); it drives Debian's
 /usr/bin/chromium through /usr/bin/chromedriver and serves _build/html on 127.0.0.1.
-Screenshots of Home, Results and the Figure gallery at desktop and narrow widths
-go to build/screenshots/ for review.
+Every page is also read as a reader meets it: no machine path, warning, traceback or
+template sentence in its text, nothing wider than the content column outside a scroll
+box. Screenshots of every page at desktop (1280 px) and narrow (400 px) widths go to
+build/screenshots/ for review.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import threading
 import urllib.request
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -22,7 +25,17 @@ ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "_build" / "html"
 SCREENSHOTS = ROOT / "build" / "screenshots"
 SKIPPED_PAGES = {"genindex.html", "search.html", "py-modindex.html"}
-REVIEW_PAGES = {"home": "build/executed/home.html", "results": "build/executed/results.html", "gallery": "build/executed/gallery.html"}
+# What a published page must not show: the build machine's paths, warnings and tracebacks
+# that leaked from a notebook, and the template's own description of itself.
+LEAKS = {
+    # Absolute paths of a machine (relative ones such as .venv/bin/python are instructions).
+    "machine path": re.compile(r"(?<![\w.~])/(work|home|root|tmp|usr|opt|private|Users)/|site-packages"),
+    "warning": re.compile(r"\b\w*Warning\b"),
+    "traceback": re.compile(r"Traceback \(most recent call last\)"),
+    "template sentence": re.compile(r"This notebook is the template"),
+}
+# Pages whose prose legitimately names a warning class (the API reference documents one).
+WARNING_NAMED = {"book/api.html"}
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
@@ -113,12 +126,56 @@ def test_mathjax_renders_offline(browser, site_url):
     assert sources and all(src.startswith(site_url) for src in sources), sources  # served by the site, not a CDN
 
 
+def test_no_page_shows_paths_warnings_tracebacks_or_template_text(browser, site_url):
+    problems = []
+    for page in site_pages():
+        load(browser, site_url + page)
+        text = browser.execute_script("return document.querySelector('main') ? document.querySelector('main').innerText : document.body.innerText;")
+        for what, pattern in LEAKS.items():
+            if what == "warning" and page in WARNING_NAMED:
+                continue
+            found = pattern.search(text)
+            if found:
+                start = max(found.start() - 60, 0)
+                problems.append(f"{page}: {what}: ...{text[start:found.end() + 60]!r}")
+    assert not problems, "\n".join(problems)
+
+
+# Elements wider than the article column that are not inside a box that scrolls sideways.
+OVERFLOWING = """
+const article = document.querySelector('.bd-article') || document.querySelector('main');
+if (!article) return [];
+const limit = article.getBoundingClientRect().right + 1;
+const scrolls = el => { for (let e = el; e && e !== article; e = e.parentElement) {
+  const style = getComputedStyle(e);
+  if (['auto', 'scroll', 'hidden'].includes(style.overflowX) && e.clientWidth < e.scrollWidth + 1) return true;
+} return false; };
+return Array.from(article.querySelectorAll('table, img, svg, pre, mjx-container, .math, figure, .output'))
+  .filter(el => el.getBoundingClientRect().width > 0 && el.getBoundingClientRect().right > limit && !scrolls(el))
+  .slice(0, 5).map(el => el.tagName + '.' + el.className + ' right=' + Math.round(el.getBoundingClientRect().right) + ' limit=' + Math.round(limit));
+"""
+
+
+@pytest.mark.parametrize("width", [1280, 400])
+def test_nothing_runs_past_the_content_column(browser, site_url, width):
+    browser.set_window_size(width, 1200)
+    problems = []
+    for page in site_pages():
+        load(browser, site_url + page)
+        wide = browser.execute_script(OVERFLOWING)
+        if wide:
+            problems.append(f"{page} at {width} px: {wide}")
+    browser.set_window_size(1280, 1000)
+    assert not problems, "\n".join(problems)
+
+
 @pytest.mark.parametrize("width", [1280, 400])
 def test_review_screenshots(browser, site_url, width):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     browser.set_window_size(width, 1600)
-    for name, page in REVIEW_PAGES.items():
+    for page in site_pages():
         load(browser, site_url + page)
+        name = page.removesuffix(".html").replace("/", "-")
         path = SCREENSHOTS / f"{name}-{width}.png"
         assert browser.save_screenshot(str(path)) and path.stat().st_size > 10_000
     browser.set_window_size(1280, 1000)
