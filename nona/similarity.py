@@ -58,6 +58,13 @@ def _rows_times_matrix(weights: Tensor, points: Tensor, transpose: bool) -> Tens
     return (points.T @ (weights if transpose else weights.T)).T
 
 
+def _both_roles(weights: Tensor, zc: Tensor) -> Tensor:
+    # sum_j W_ij (z_i - z_j) + sum_j W_ji (z_i - z_j), for z_n = z.
+    rows_and_columns = weights.sum(dim=1, keepdim=True) + weights.sum(dim=0).unsqueeze(1)
+    products = _rows_times_matrix(weights, zc, transpose=False) + _rows_times_matrix(weights, zc, transpose=True)
+    return products.neg_().addcmul_(rows_and_columns, zc)
+
+
 class _Distances(torch.autograd.Function):
     """Euclidean distances ``-||z_i - z_n_j||`` (``root``) or squared ``||z_i - z_n_j||^2``, with analytic backward.
 
@@ -71,17 +78,18 @@ class _Distances(torch.autograd.Function):
         # invariant) and shrinks the cancellation error of the matmul expansion.
         centre = z_n.mean(dim=0, keepdim=True)
         zc = z - centre
-        znc = zc if z_n is z else z_n - centre
+        same = z_n is z
+        znc = zc if same else z_n - centre
         ones = torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)
-        ones_n = ones if z_n is z else torch.ones(z_n.shape[0], 1, dtype=z.dtype, device=z.device)
+        ones_n = ones if same else torch.ones(z_n.shape[0], 1, dtype=z.dtype, device=z.device)
+        sq = (zc * zc).sum(dim=1, keepdim=True)
+        sq_n = sq if same else (znc * znc).sum(dim=1, keepdim=True)
         # One product [-2 z, |z|^2, 1] [z_n, 1, |z_n|^2]^T writes |z - z_n|^2 in a single pass.
-        left = torch.cat([zc * -2.0, (zc * zc).sum(dim=1, keepdim=True), ones], dim=1)
-        right = torch.cat([znc, ones_n, (znc * znc).sum(dim=1, keepdim=True)], dim=1)
-        out = torch.mm(left, right.T).clamp_min_(0.0)
+        out = torch.mm(torch.cat([zc * -2.0, sq, ones], dim=1), torch.cat([znc, ones_n, sq_n], dim=1).T)
+        floor = _squared_floor(out.dtype) if root else 0.0
+        out.clamp_min_(floor)
         slope = None
         if root:
-            floor = _squared_floor(out.dtype)
-            out.clamp_min_(floor)
             if own is not None:
                 put_own(out, own, 1.0)  # a placeholder: the own entries are not floored distances
             floored = out <= floor if out.amin().item() <= floor else None
@@ -97,6 +105,7 @@ class _Distances(torch.autograd.Function):
             put_own(out, own, 0.0)
         ctx.root = root
         ctx.own = own
+        ctx.same = same
         ctx.save_for_backward(zc, znc, slope)
         return out
 
@@ -110,6 +119,9 @@ class _Distances(torch.autograd.Function):
             weights = grad * 2.0
             if ctx.own is not None:
                 put_own(weights, ctx.own, 0.0)
+        if ctx.same and all(ctx.needs_input_grad[:2]):
+            # z is z_n: one gradient with both roles summed, none for the second argument.
+            return _both_roles(weights, zc), None, None, None
         grad_z = grad_zn = None
         if ctx.needs_input_grad[0]:
             grad_z = weights.sum(dim=1, keepdim=True) * zc - _rows_times_matrix(weights, znc, transpose=False)
