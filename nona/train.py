@@ -1,14 +1,22 @@
-"""Training of a projector + regression head with Adam on MSE, early stopping on validation MSE.
+"""Training of a (backbone top +) projector + regression head with Adam on MSE, early stopping on validation MSE.
 
 Protocol of the paper (Section 5): stop after ``patience`` epochs without a
-validation improvement. Unlike the authors' loop, the best state is stored and
-restored, so the returned model is the one that was selected.
+validation improvement; the best state is stored and restored, so the returned
+model is the one that was selected. Validation starts at epoch 1 (the authors'
+loop only from epoch 6; see the deviation table on the Method page).
+
+Inputs come in three kinds: a feature tensor (frozen backbone), a mapping of
+tensors (cached activations below a trainable backbone top, e.g. a transformer's
+hidden states and attention mask) or :class:`RawInputs` (end-to-end). Every
+batch of every kind reaches the model through :func:`nona.devices.move_to`, in
+training, validation, embedding and prediction alike.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -17,7 +25,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from nona.devices import move_to, resolve_device
-from nona.heads import NONA, DenseHead, Projector
+from nona.heads import NONA, PROJECTOR_STYLES, DenseHead, Projector
 from nona.neighbour_heads import NCA, DifferentiableKNN
 from nona.softstep import PARAM_MODES, SOFTSTEP_FUNCTIONS, softstep_from_spec
 from nona.similarity import SIMILARITIES
@@ -48,12 +56,19 @@ class TrainConfig:
     # "knn": weight each training point's loss by its leave-one-out k-NN error
     # on the frozen features (nona.baselines.knn_loss_weights).
     loss_weights: str = "none"
+    # "tanh": the authors' projector (BatchNorm -> Linear -> Tanh, twice); "relu": Linear -> ReLU -> Linear.
+    projector: str = "tanh"
+    # How much of the backbone trains with the head: 0 = frozen, k = its last k blocks, "all" = end to end.
+    # Recorded with every run; the pipeline builds the inputs that match it (nona.pipeline.experiment).
+    trainable_layers: int | str = 0
 
     def __post_init__(self) -> None:
         _check_choice("head", self.head, HEADS)
         _check_choice("loss_weights", self.loss_weights, LOSS_WEIGHTS)
         _check_choice("similarity", self.similarity, SIMILARITIES)
         _check_choice("softstep", self.softstep, SOFTSTEP_CHOICES)
+        _check_choice("projector", self.projector, PROJECTOR_STYLES)
+        check_trainable_layers(self.trainable_layers)
         for name in ("embed_dim", "hidden", "batch_size", "max_epochs", "patience"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -74,6 +89,13 @@ class TrainConfig:
         return asdict(self)
 
 
+def check_trainable_layers(value: object) -> int | str:
+    """``value`` if it is a valid ``trainable_layers`` (a non-negative integer or ``"all"``); else a ValueError."""
+    if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise ValueError(f"trainable_layers must be 0 (frozen backbone), a positive number of top blocks or 'all', got {value!r}")
+
+
 def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise ValueError(f"unknown {name} {value!r}; valid values are: {', '.join(valid)}")
@@ -89,7 +111,7 @@ class RegressionModel(nn.Module):
         # The seed fixes the initial weights without touching the global RNG state.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            self.projector = Projector(in_dim, dim=config.embed_dim, hidden=config.hidden)
+            self.projector = Projector(in_dim, dim=config.embed_dim, hidden=config.hidden, style=config.projector)
             if config.head == "dense":
                 self.head: nn.Module = DenseHead(config.embed_dim)
             elif config.head == "nca":
@@ -125,11 +147,10 @@ class RegressionModel(nn.Module):
 class RawInputs:
     """Raw dataset inputs that a trainable backbone transforms batch by batch (end-to-end fine-tuning)."""
 
-    def __init__(self, backbone, inputs, sample_rate: int | None = None, device: torch.device | str = "cpu") -> None:
+    def __init__(self, backbone, inputs, sample_rate: int | None = None) -> None:
         self.backbone = backbone
         self.inputs = inputs
         self.sample_rate = sample_rate
-        self.device = torch.device(device)
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -137,16 +158,43 @@ class RawInputs:
     def subset(self, indices: np.ndarray) -> "RawInputs":
         """The inputs at ``indices`` (e.g. one split)."""
         picked = self.inputs[indices] if isinstance(self.inputs, np.ndarray) else [self.inputs[i] for i in indices]
-        return RawInputs(self.backbone, picked, self.sample_rate, self.device)
+        return RawInputs(self.backbone, picked, self.sample_rate)
 
     def take(self, indices) -> object:
-        """The transformed batch of the inputs at ``indices``, on the training device."""
+        """The transformed batch of the inputs at ``indices`` (on the CPU; the caller moves it with ``move_to``)."""
         picked = self.subset(np.asarray(indices.cpu() if isinstance(indices, Tensor) else indices)).inputs
-        return move_to(self.backbone.transform(picked, sample_rate=self.sample_rate), self.device)
+        return self.backbone.transform(picked, sample_rate=self.sample_rate)
 
 
-def _take(x: Tensor | RawInputs, indices) -> object:
-    return x[indices] if isinstance(x, Tensor) else x.take(indices)
+Inputs = Tensor | Mapping[str, Tensor] | RawInputs
+
+
+def input_length(x: Inputs) -> int:
+    """Number of examples in a tensor, a mapping of tensors (all of the same length) or RawInputs."""
+    if isinstance(x, Mapping):
+        lengths = {len(v) for v in x.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"the tensors of a mapping input must all have one length per example, got lengths {sorted(lengths)}")
+        return lengths.pop()
+    return len(x)
+
+
+def take_rows(x: Inputs, indices) -> object:
+    """The rows ``indices`` of a tensor or of each tensor of a mapping, or the transformed batch of RawInputs."""
+    if isinstance(x, Tensor):
+        return x[indices]
+    if isinstance(x, Mapping):
+        return {k: v[indices.to(v.device) if isinstance(indices, Tensor) else indices] for k, v in x.items()}
+    return x.take(indices)
+
+
+def _batch(x: Inputs, indices, device: torch.device) -> object:
+    # The one path from any input kind to the model: rows, then nona.devices.move_to.
+    return move_to(take_rows(x, indices), device)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 @dataclass
@@ -158,23 +206,27 @@ class FitResult:
     epochs_run: int
     seconds: float
     history: dict[str, list[float]] = field(default_factory=dict)
+    # Optimiser steps taken and the seconds they took (forward, backward, update; validation excluded).
+    steps: int = 0
+    step_seconds: float = 0.0
 
 
 @torch.no_grad()
-def embed_all(model: RegressionModel, x: Tensor | RawInputs, batch_size: int = 4096) -> Tensor:
-    """Embeddings of every row of ``x``, in evaluation mode and without gradients."""
+def embed_all(model: RegressionModel, x: Inputs, batch_size: int = 4096) -> Tensor:
+    """Embeddings of every row of ``x`` (on the model's device), in evaluation mode and without gradients."""
     model.eval()
-    return torch.cat([model.embed(_take(x, np.arange(i, min(i + batch_size, len(x))))) for i in range(0, len(x), batch_size)])
+    device, n = _model_device(model), input_length(x)
+    return torch.cat([model.embed(_batch(x, torch.arange(i, min(i + batch_size, n)), device)) for i in range(0, n, batch_size)])
 
 
 @torch.no_grad()
-def predict(model: RegressionModel, x: Tensor | RawInputs, x_train: Tensor | RawInputs, y_train: Tensor) -> Tensor:
-    """Predictions for ``x``; a neighbour head uses the training set's embeddings, computed once, as neighbours."""
+def predict(model: RegressionModel, x: Inputs, x_train: Inputs, y_train: Tensor) -> Tensor:
+    """Predictions for ``x`` (on the model's device); a neighbour head uses the training set's embeddings, computed once, as neighbours."""
     model.eval()
     z = embed_all(model, x)
     if not model.predicts_from_neighbours:
         return model.head(z)
-    return model.head(z, embed_all(model, x_train), y_train)
+    return model.head(z, embed_all(model, x_train), move_to(y_train, z.device))
 
 
 def mse(prediction: Tensor, target: Tensor) -> float:
@@ -206,15 +258,17 @@ def _check_sample_weight(sample_weight: Tensor, n_train: int) -> Tensor:
 
 def fit(
     model: RegressionModel,
-    data: tuple[Tensor | RawInputs, Tensor, Tensor | RawInputs, Tensor],
+    data: tuple[Inputs, Tensor, Inputs, Tensor],
     config: TrainConfig,
     progress: bool = False,
     sample_weight: Tensor | None = None,
 ) -> FitResult:
     """Train ``model`` on ``(x_train, y_train, x_val, y_val)``; restores the best validation state.
 
-    ``x`` is a feature tensor (frozen backbone) or :class:`RawInputs` (the
-    model's backbone is fine-tuned end to end). ``sample_weight`` (one
+    ``x`` is a feature tensor (frozen backbone), a mapping of tensors or a
+    tensor of cached activations (the model's ``backbone`` is then the
+    trainable top that takes them), or :class:`RawInputs` (the model's
+    backbone is fine-tuned end to end). ``sample_weight`` (one
     non-negative weight per training point, e.g.
     :func:`nona.baselines.knn_loss_weights`) is rescaled to mean 1 and makes
     each batch's loss ``mean(w_i * (y_hat_i - y_i) ** 2)``, so an epoch
@@ -226,24 +280,27 @@ def fit(
     for name, y in (("y_train", y_train), ("y_val", y_val)):
         if not torch.isfinite(y).all():
             raise ValueError(f"{name} contains NaN or inf labels; clean the labels before training")
-    if len(x_train) != len(y_train) or len(x_val) != len(y_val):
-        raise ValueError(f"inputs and labels differ in length: {len(x_train)} vs {len(y_train)} (train), {len(x_val)} vs {len(y_val)} (val)")
+    n_train, n_val = input_length(x_train), input_length(x_val)
+    if n_train != len(y_train) or n_val != len(y_val):
+        raise ValueError(f"inputs and labels differ in length: {n_train} vs {len(y_train)} (train), {n_val} vs {len(y_val)} (val)")
     weights = None if sample_weight is None else _check_sample_weight(sample_weight, len(y_train))
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model.to(device)
-    x_train, x_val = (x.to(device) if isinstance(x, Tensor) else x for x in (x_train, x_val))
-    y_train, y_val = y_train.to(device), y_val.to(device)
-    weights = None if weights is None else weights.to(device)
+    # Tensors (and mappings of tensors) move once; RawInputs move batch by batch.
+    x_train, x_val = (x if isinstance(x, RawInputs) else move_to(x, device) for x in (x_train, x_val))
+    y_train, y_val = move_to(y_train, device), move_to(y_val, device)
+    weights = None if weights is None else move_to(weights, device)
     optimizer = _optimizer(model, config)
     generator = torch.Generator().manual_seed(config.seed)
     best_state, best_val, best_epoch, waited = None, float("inf"), 0, 0
     history: dict[str, list[float]] = {"train_mse": [], "val_mse": []}
+    steps, step_seconds = 0, 0.0
     started = time.perf_counter()
     epochs = tqdm(range(1, config.max_epochs + 1), desc=f"{config.head} seed {config.seed}", disable=not progress, leave=False)
     for epoch in epochs:
         model.train()
-        order = torch.randperm(len(x_train), generator=generator).to(device)
+        order = torch.randperm(n_train, generator=generator).to(device)
         # A final batch of one point has no neighbour for NONA: fold it into the previous batch.
         starts = list(range(0, len(order), config.batch_size))
         if len(starts) > 1 and len(order) - starts[-1] < 2:
@@ -252,7 +309,8 @@ def fit(
         for i, start in enumerate(starts):
             stop = starts[i + 1] if i + 1 < len(starts) else len(order)
             idx = order[start:stop]
-            prediction = model.train_step_prediction(_take(x_train, idx), y_train[idx])
+            step_started = time.perf_counter()
+            prediction = model.train_step_prediction(_batch(x_train, idx, device), y_train[idx])
             if weights is None:
                 loss = torch.nn.functional.mse_loss(prediction, y_train[idx])
                 batch_mse = loss.item()
@@ -263,6 +321,7 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            steps, step_seconds = steps + 1, step_seconds + time.perf_counter() - step_started
             total += batch_mse * len(idx)
             count += len(idx)
         val = mse(predict(model, x_val, x_train, y_train), y_val)
@@ -276,8 +335,11 @@ def fit(
             waited += 1
             if waited >= config.patience:
                 break
+    if best_state is None:
+        raise ValueError(f"the validation MSE was never finite in {len(history['val_mse'])} epochs (NaN or inf predictions); "
+                         "lower the learning rates or check the inputs for NaN")
     model.load_state_dict(best_state)
-    return FitResult(best_epoch, best_val, len(history["val_mse"]), time.perf_counter() - started, history)
+    return FitResult(best_epoch, best_val, len(history["val_mse"]), time.perf_counter() - started, history, steps, step_seconds)
 
 
 def tuned_knn(

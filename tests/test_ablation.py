@@ -36,7 +36,9 @@ def record(label: str, seed: int, val: float, test: float, config: dict | None =
 
 def test_plan_follows_appendix_b():
     names = [s.name for s in PLAN]
-    assert names == ["similarity", "softstep", "batch_size", "embed_dim", "dense-grid"]
+    assert names == ["similarity", "softstep", "batch_size", "embed_dim", "projector", "dense-grid"]
+    # The ReLU projector is measured as an extension: shown, never selected.
+    assert get_stage(PLAN, "projector").labels() == ["tanh", "relu"] and get_stage(PLAN, "projector").eligible() == ["tanh"]
     assert get_stage(PLAN, "similarity").labels() == ["l2", "l1", "cos", "dot", "rbf"]
     assert get_stage(PLAN, "similarity").eligible() == ["l2", "l1", "cos", "dot"]
     assert get_stage(PLAN, "softstep").labels() == ["none", "s1-global", "s1-pointwise", "s2-global", "s2-pointwise"]
@@ -160,10 +162,12 @@ def test_write_selection_and_selected_from_records(tmp_path):
         write_selection(tmp_path, plan, "softstep", [0, 1])
     assert write_selection(tmp_path, plan, "similarity", [0, 1])["winner"] == "cos"
     assert json.loads(winner_path(tmp_path, "similarity").read_text())["config"]["similarity"] == "cos"
-    for stage, label in (("softstep", "none"), ("batch_size", "32"), ("embed_dim", "25")):
-        for seed in (0, 1):
-            write_json(candidate_record_path(tmp_path, stage, label, seed),
-                       record(label, seed, 1.0, 1.0, candidate_config(plan, stage, label, tmp_path)))
+    for stage, labels in (("softstep", ["none"]), ("batch_size", ["32"]), ("embed_dim", ["25"]), ("projector", ["tanh", "relu"])):
+        for label in labels:
+            for seed in (0, 1):
+                # The ReLU extension does better here, and still is not selected.
+                write_json(candidate_record_path(tmp_path, stage, label, seed),
+                           record(label, seed, 0.5 if label == "relu" else 1.0, 1.0, candidate_config(plan, stage, label, tmp_path)))
         write_selection(tmp_path, plan, stage, [0, 1])
     for label, val in (("d25-b32", 3.0), ("d25-b64", 2.0)):
         for seed in (0, 1):
@@ -171,7 +175,8 @@ def test_write_selection_and_selected_from_records(tmp_path):
                        record(label, seed, val, 1.0, candidate_config(plan, "dense-grid", label, tmp_path)))
     write_selection(tmp_path, plan, "dense-grid", [0, 1])
     selected = write_selected(tmp_path, plan, "synthetic-2d", "smoke")
-    assert selected["heads"]["nona"] == {"head": "nona", "similarity": "cos", "softstep": "none", "batch_size": 32, "embed_dim": 25}
+    assert selected["heads"]["nona"] == {"head": "nona", "similarity": "cos", "softstep": "none", "batch_size": 32, "embed_dim": 25,
+                                         "projector": "tanh"}
     assert selected["heads"]["dense"] == {"head": "dense", "embed_dim": 25, "batch_size": 64}
 
 

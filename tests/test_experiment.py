@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 import nona.pipeline.experiment as experiment
 from nona.pipeline.experiment import train_dataset
@@ -123,11 +125,11 @@ def test_paper_profile_dry_run_lists_one_job_per_dataset_and_seed():
     assert done.returncode == 0, done.stderr[-3000:]
     counts = {line.split()[0]: int(line.split()[1]) for line in done.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
     assert counts["finetune_runs"] == 100 and counts["finetune"] == 10 and counts["results"] == 1
-    # The ablation on RSNA: one job per (stage, seed) for the four NONA stages, the dense grid and the
-    # paper's choice, 3 seeds each; four stage selections plus the dense grid's.
-    stages = ["similarity", "softstep", "batch_size", "embed_dim", "dense_grid", "paper_choice"]
-    assert [counts[f"ablation_{stage}"] for stage in stages] == [3] * 6
-    assert counts["ablation_select"] == 5 and "ablation_features" not in counts
+    # The ablation on RSNA: one job per (stage, seed) for the four NONA stages, the projector extension
+    # stage, the dense grid and the paper's choice, 3 seeds each; five stage selections plus the dense grid's.
+    stages = ["similarity", "softstep", "batch_size", "embed_dim", "projector", "dense_grid", "paper_choice"]
+    assert [counts[f"ablation_{stage}"] for stage in stages] == [3] * 7
+    assert counts["ablation_select"] == 6 and "ablation_features" not in counts
 
 
 def test_relative_to_dense_gives_the_papers_median_reduction():
@@ -139,3 +141,56 @@ def test_relative_to_dense_gives_the_papers_median_reduction():
     assert (relative["Dense"] == 1).all()
     # Table 1's caption: "The median MSE reduction from dense layer prediction to NONA is 32.2%."
     assert round(float(100 * (1 - relative["NONA"]).median()), 1) == 32.2
+
+
+class _Top(torch.nn.Module):
+    """Stands in for a backbone's trainable top on cached activations."""
+
+    out_dim = 4
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(2, self.out_dim)
+
+    def forward(self, x):
+        return torch.tanh(self.linear(x))
+
+
+def test_fine_tuned_and_frozen_runs_record_their_trainable_layers(tmp_path, monkeypatch):
+    from nona.data import load_dataset
+
+    ds = load_dataset("synthetic-2d")
+    features = torch.as_tensor(np.asarray(ds.inputs, dtype=np.float32))
+    loads = []
+
+    def fake_load(dataset, trainable_layers=0, device="cpu"):
+        loads.append(trainable_layers)
+        return (features, ds.labels, None) if trainable_layers == 0 else (features, ds.labels, _Top())
+
+    monkeypatch.setattr(experiment, "load_features", fake_load)
+    monkeypatch.setattr(experiment, "effective_trainable_layers", lambda dataset, k: k)
+    config = TrainConfig(max_epochs=2, patience=2, batch_size=64, device="cpu", trainable_layers=1)
+    records = train_dataset("synthetic-2d", "smoke", [0], ["dense", "nona", "nca"], config, tmp_path / "ft",
+                            frozen_dir=tmp_path / "frozen", trainable_arms=["dense", "nona"], log=lambda line: None)
+    assert sorted(loads) == [0, 1]  # inputs loaded once per trainable_layers
+    layers = {r.arm: (r.config["trainable_layers"], r.data["trainable_layers"]) for r in records}
+    assert layers == {"dense": (1, 1), "nona": (1, 1), "nca": (0, 0)}
+    assert all(r.data["backbone_trainable_parameters"] == 12 for r in records if r.arm != "nca")
+    assert all(r.data["seconds_per_step"] > 0 and r.data["steps"] > 0 for r in records)
+    frozen = [json.loads(record_path(tmp_path / "frozen", arm, 0).read_text()) for arm in ("dense", "nona")]
+    assert [r["config"]["trainable_layers"] for r in frozen] == [0, 0]
+    assert all(r["backbone_trainable_parameters"] == 0 for r in frozen)
+
+
+def test_frozen_vs_finetuned_tabulates_both_folders(tmp_path):
+    train_dataset("synthetic-2d", "smoke", [0, 1], ["dense", "nona"], FAST, tmp_path / "ft" / "synthetic-2d",
+                  frozen_dir=tmp_path / "frozen" / "synthetic-2d", log=lambda line: None)
+    scores, per_step = experiment.frozen_vs_finetuned(tmp_path / "ft", tmp_path / "frozen", ["synthetic-2d"])
+    assert set(scores.method) == {"Dense", "Dense + k-NN", "NONA", "NONA + k-NN"}
+    assert set(scores.backbone) == {"fine-tuned", "frozen"} and (scores.n_seeds == 2).all()
+    assert set(per_step.backbone) == {"fine-tuned", "frozen"} and (per_step.ms_per_step > 0).all()
+
+
+def test_old_backbone_trainable_setting_is_refused_with_its_new_name():
+    with pytest.raises(ValueError, match="trainable_layers"):
+        experiment.base_config({"backbone_trainable": True})

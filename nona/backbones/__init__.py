@@ -3,6 +3,8 @@
 >>> from nona.backbones import get_backbone, cached_features
 >>> net = get_backbone("efficientnet_lite0", image_size=64)
 >>> X = cached_features("digits-rotation", "efficientnet_lite0")
+>>> A = cached_activations("digits-rotation", "efficientnet_lite0", trainable_layers=1)  # input of the last stage
+>>> top = net.top(1)  # the last stage, head convolution and pooling: top(A[:8]) == net.embed(...)
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from nona.backbones.audio import AudioCNN, HuBERT, WhisperTinyEncoder
 from nona.backbones.base import Backbone, offline
-from nona.backbones.cache import cache_key, cached_features, extract_features
+from nona.backbones.cache import cache_key, cached_activations, cached_features, extract_activations, extract_features
 from nona.backbones.text import HFText, bert_base, distilbert, minilm
 from nona.backbones.vision import EfficientNetLite0, ImageBackbone, TorchvisionImage
 
@@ -92,7 +94,9 @@ __all__ = [
     "TorchvisionImage",
     "WhisperTinyEncoder",
     "cache_key",
+    "cached_activations",
     "cached_features",
+    "extract_activations",
     "extract_features",
     "get_backbone",
     "offline",

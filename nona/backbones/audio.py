@@ -111,6 +111,34 @@ class AudioCNN(_WaveformBackbone):
         h = self.net(self.log_mel(batch.to(self.device)))
         return torch.cat([h.mean(-1), h.std(-1)], dim=1)
 
+    @property
+    def n_blocks(self) -> int:
+        """The dilated convolution blocks (normalisation, GELU, convolution)."""
+        return len(self.dilations)
+
+    def below(self, batch: torch.Tensor, k: int) -> torch.Tensor:
+        """The feature map (b, channels, frames) that enters the last ``k`` dilated blocks."""
+        k = self.check_top(k)
+        return self.net[: 1 + 3 * (self.n_blocks - k)](self.log_mel(batch.to(self.device)))
+
+    def top(self, k: int) -> nn.Module:
+        """The last ``k`` dilated blocks, the final normalisation and the mean/std pooling."""
+        return _AudioCNNTop(self, self.check_top(k))
+
+
+class _AudioCNNTop(nn.Module):
+    """The last dilated blocks of an AudioCNN and its pooling: a cached feature map -> (b, 2 * channels)."""
+
+    def __init__(self, backbone: AudioCNN, k: int) -> None:
+        super().__init__()
+        self.net = backbone.net[1 + 3 * (backbone.n_blocks - k) :]
+        self.out_dim = backbone.out_dim
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Mean and standard deviation over time (b, out_dim)."""
+        h = self.net(h)
+        return torch.cat([h.mean(-1), h.std(-1)], dim=1)
+
 
 def _hf_load(cls: Any, model_id: str, how: str) -> Any:
     try:

@@ -53,6 +53,30 @@ class Backbone(nn.Module):
         return self
 
     @property
+    def n_blocks(self) -> int:
+        """How many top blocks ``trainable_layers`` can count (stages of a CNN, layers of a transformer)."""
+        raise NotImplementedError(f"{self.name}: fine-tuning only its top blocks is not supported; use trainable_layers=0 or 'all'")
+
+    def check_top(self, k: int) -> int:
+        """``k`` if the backbone has at least ``k`` >= 1 blocks to train; else a ValueError that gives the range."""
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.n_blocks:
+            raise ValueError(f"{self.name}: the number of trainable top blocks must be an integer from 1 to {self.n_blocks}, got {k!r}")
+        return k
+
+    def below(self, batch: Any, k: int) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The activations that the last ``k`` blocks take (what is cached while those blocks are fine-tuned)."""
+        raise NotImplementedError(f"{self.name}: fine-tuning only its top blocks is not supported")
+
+    def top(self, k: int) -> nn.Module:
+        """The last ``k`` blocks and the pooling as one module: ``top(k)(below(batch, k)) == embed(batch)``.
+
+        The module shares its parameters with this backbone (copy it to
+        fine-tune several runs from the same pretrained weights); its
+        ``out_dim`` is the backbone's.
+        """
+        raise NotImplementedError(f"{self.name}: fine-tuning only its top blocks is not supported")
+
+    @property
     def device(self) -> torch.device:
         """Where the parameters live."""
         return next(self.parameters()).device

@@ -106,3 +106,87 @@ def cached_features(
     ids_sha256 = hashlib.sha256("\0".join(ds.ids).encode()).hexdigest()
     write_json(path.with_suffix(".json"), {**key, "shape": list(features.shape), "ids_sha256": ids_sha256})
     return features
+
+
+def extract_activations(
+    backbone: Backbone,
+    inputs: Any,
+    k: int,
+    sample_rate: int | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+    desc: str | None = None,
+) -> torch.Tensor | dict[str, torch.Tensor]:
+    """Activations entering the last ``k`` blocks of ``backbone`` for every input, in eval mode without gradients.
+
+    A mapping of tensors (a transformer's hidden states and attention mask) is
+    right-padded along dimension 1 to the longest batch, with zeros; the mask
+    marks the padding, so the top computes the same features.
+    """
+    backbone.check_top(k)
+    parts = []
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.inference_mode():
+            for start in tqdm(range(0, len(inputs), batch_size), desc=desc or f"{backbone.name} activations", unit="batch", disable=not progress):
+                chunk = inputs[start : start + batch_size]
+                out = backbone.below(backbone.transform(chunk, sample_rate=sample_rate), k)
+                parts.append({k_: v.cpu() for k_, v in out.items()} if isinstance(out, dict) else out.cpu())
+    finally:
+        backbone.train(was_training)
+    if not parts:
+        raise ValueError(f"{backbone.name}: no inputs to extract activations from")
+    if not isinstance(parts[0], dict):
+        return torch.cat(parts).contiguous()
+    return {name: _cat_padded([p[name] for p in parts]) for name in parts[0]}
+
+
+def _cat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
+    if tensors[0].dim() < 2:
+        return torch.cat(tensors)
+    length = max(t.shape[1] for t in tensors)
+    padded = [torch.nn.functional.pad(t, (0, 0) * (t.dim() - 2) + (0, length - t.shape[1])) for t in tensors]
+    return torch.cat(padded).contiguous()
+
+
+def cached_activations(
+    dataset: str | Dataset,
+    backbone: str | Backbone,
+    trainable_layers: int,
+    *,
+    options: dict[str, Any] | None = None,
+    batch_size: int = 64,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> torch.Tensor | dict[str, torch.Tensor]:
+    """Activations below the last ``trainable_layers`` blocks of a pretrained backbone, for every example of a dataset.
+
+    What fine-tuning the top blocks needs as inputs: computed once, then read
+    from ``build/cache/activations/``. Keyed like :func:`cached_features`
+    (dataset content, backbone, weights hash, preprocessing) plus the number of
+    top blocks; written atomically.
+    """
+    from nona.backbones import get_backbone
+
+    ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
+    if isinstance(backbone, str):
+        backbone = get_backbone(backbone, **(default_options(ds.name, backbone) if options is None else options))
+    elif options:
+        raise ValueError("options apply only when the backbone is given by name")
+    k = backbone.check_top(trainable_layers)
+    key = {**cache_key(ds, backbone), "below_top_blocks": k}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    folder = Path(cache_dir) if cache_dir is not None else BUILD_DIR / "cache"
+    path = folder / "activations" / ds.name / f"{backbone.name}-top{k}-{digest}.pt"
+    if path.exists():
+        saved = torch.load(path, weights_only=True)
+        first = next(iter(saved.values())) if isinstance(saved, dict) else saved
+        if len(first) == len(ds):
+            return saved
+    activations = extract_activations(backbone, ds.inputs, k, ds.sample_rate, batch_size, progress, desc=f"{ds.name} / {backbone.name} below top {k}")
+    with atomic_path(path) as tmp:
+        torch.save(activations, tmp)
+    shapes = {n: list(v.shape) for n, v in activations.items()} if isinstance(activations, dict) else list(activations.shape)
+    write_json(path.with_suffix(".json"), {**key, "shape": shapes})
+    return activations

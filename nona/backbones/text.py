@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from nona.backbones.base import Backbone, missing_weights, offline
 
@@ -81,10 +82,63 @@ class HFText(Backbone):
         ids = batch["input_ids"].to(self.device)
         mask = batch["attention_mask"].to(self.device)
         hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        return _pool(hidden, mask, self.pooling)
+
+    def _layers(self) -> Any:
+        encoder = getattr(self.model, "encoder", None)
+        if encoder is None or not hasattr(encoder, "layer"):
+            raise NotImplementedError(f"{self.name}: only BERT-style encoders (model.encoder.layer) can fine-tune their top layers alone")
+        return encoder.layer
+
+    @property
+    def n_blocks(self) -> int:
+        """The transformer layers."""
+        return len(self._layers())
+
+    def below(self, batch: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+        """The hidden states that enter the last ``k`` layers, with the attention mask."""
+        k = self.check_top(k)
+        mask = batch["attention_mask"].to(self.device)
+        out = self.model(input_ids=batch["input_ids"].to(self.device), attention_mask=mask, output_hidden_states=True)
+        return {"hidden": out.hidden_states[self.n_blocks - k], "attention_mask": mask}
+
+    def top(self, k: int) -> nn.Module:
+        """The last ``k`` transformer layers and the pooling."""
+        return _TransformerTop(self, self.check_top(k))
+
+
+def _pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    if pooling == "cls":
+        return hidden[:, 0]
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+class _TransformerTop(nn.Module):
+    """The last layers of a BERT-style encoder and its pooling: cached hidden states and mask -> (b, out_dim)."""
+
+    def __init__(self, backbone: HFText, k: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(list(backbone._layers())[backbone.n_blocks - k :])
+        self.config = backbone.model.config
+        self.pooling = backbone.pooling
+        self.out_dim = backbone.out_dim
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled features (b, out_dim)."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        hidden, mask = batch["hidden"], batch["attention_mask"]
+        # Cached hidden states are right-padded to the dataset's longest text: drop the columns
+        # that are padding for every text of this batch (exact, and most of the cost on short texts).
+        length = max(int(mask.sum(1).max()), 1)
+        hidden, mask = hidden[:, :length], mask[:, :length]
+        # The same attention mask the full model builds for its layers.
+        attention = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=mask)
+        for layer in self.layers:
+            out = layer(hidden, attention_mask=attention)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return _pool(hidden, mask, self.pooling)
 
 
 def minilm(pretrained: bool = True, config: Any = None, max_length: int = 256) -> HFText:

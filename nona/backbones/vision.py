@@ -128,6 +128,36 @@ class EfficientNetLite0(ImageBackbone):
         """ImageNet logits (b, 1000) from the kept classifier."""
         return self.model(batch.to(self.device))
 
+    @property
+    def n_blocks(self) -> int:
+        """The seven stages of inverted-residual blocks."""
+        return len(self.model.blocks)
+
+    def below(self, batch: torch.Tensor, k: int) -> torch.Tensor:
+        """The feature map that enters the last ``k`` stages."""
+        k = self.check_top(k)
+        h = self.model.bn1(self.model.conv_stem(batch.to(self.device)))
+        return self.model.blocks[: self.n_blocks - k](h)
+
+    def top(self, k: int) -> nn.Module:
+        """The last ``k`` stages, the 1x1 head convolution and global average pooling."""
+        return _EfficientNetTop(self, self.check_top(k))
+
+
+class _EfficientNetTop(nn.Module):
+    """Last stages of an EfficientNet-Lite0, its head convolution and pooling: a cached feature map -> (b, 1280)."""
+
+    def __init__(self, backbone: EfficientNetLite0, k: int) -> None:
+        super().__init__()
+        model = backbone.model
+        self.stages = model.blocks[backbone.n_blocks - k :]
+        self.conv_head, self.bn2, self.global_pool = model.conv_head, model.bn2, model.global_pool
+        self.out_dim = backbone.out_dim
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Pooled features (b, out_dim)."""
+        return self.global_pool(self.bn2(self.conv_head(self.stages(h))))
+
 
 _TORCHVISION = {
     # name: (builder, weights enum name, feature dimension)

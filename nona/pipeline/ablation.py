@@ -87,13 +87,17 @@ PAPER_VALUES: dict[str, list] = {
     "embed_dim": [25, 50, 100],
     "dense_embed_dim": [25, 50, 100],
     "dense_batch_size": [32, 64, 128, 256],
+    # Not in the paper: the authors' projector (tanh, BatchNorm) against a Linear-ReLU-Linear one.
+    "projector": ["tanh", "relu"],
 }
-EXTENSIONS = {"similarity": ("rbf",)}
+# Candidates that are run and shown but never selected.
+EXTENSIONS = {"similarity": ("rbf",), "projector": ("relu",)}
 NONA_STAGE_TITLES = {
     "similarity": "Stage 1: similarity measure",
     "softstep": "Stage 2: SoftStep",
     "batch_size": "Stage 3: batch size",
     "embed_dim": "Stage 4: embedding dimension",
+    "projector": "Extension stage: projector (the authors' tanh MLP; ReLU shown, not eligible)",
 }
 
 
@@ -329,7 +333,7 @@ def train_candidate(
         saved = torch.load(features, weights_only=False)
         inputs, labels = saved["inputs"], saved["labels"]
     else:
-        inputs, labels, backbone = load_features(dataset, backbone_trainable, train_config.device)
+        inputs, labels, backbone = load_features(dataset, True if backbone_trainable else train_config.trainable_layers)
     started = now()
     record, _ = train_and_evaluate(inputs, labels, train_config, backbone, two_stage=False)
     record.update({

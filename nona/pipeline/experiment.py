@@ -13,6 +13,15 @@ the follow-up paper's heads (``nca``, ``dknn``), the dense head trained with
 k-NN-guided loss weights (``dense-knnw``), and, on the paper heads'
 embeddings, NNK regression and the test-time interpolation of the dense head
 with its k-NN.
+
+How much of the pretrained backbone trains is ``trainable_layers`` (a field of
+:class:`~nona.train.TrainConfig`, so it is in every record's ``config``):
+0 trains the projector and head on cached frozen features; k trains the last
+k blocks of the backbone too, on cached activations below them
+(:func:`nona.backbones.cached_activations`), with the backbone's own learning
+rate ``backbone_lr``; ``"all"`` fine-tunes end to end from raw inputs. A job
+can also train the paper's two heads on frozen features into a second folder
+(``frozen_dir``), the labelled comparison of what fine-tuning adds.
 """
 
 from __future__ import annotations
@@ -30,7 +39,21 @@ import torch
 from nona.io.atomic import atomic_path, write_json
 from nona.io.provenance import now, run_provenance
 from nona.pipeline.records import RunRecord, record_path
-from nona.train import RawInputs, RegressionModel, TrainConfig, embed_all, fit, mse, predict, resolve_device, tuned_knn
+from nona.devices import move_to
+from nona.train import (
+    RawInputs,
+    RegressionModel,
+    TrainConfig,
+    check_trainable_layers,
+    embed_all,
+    fit,
+    input_length,
+    mse,
+    predict,
+    resolve_device,
+    take_rows,
+    tuned_knn,
+)
 
 # Arms of the experiment: the settings that define each, and whose selected
 # configuration (batch size, embedding dimension) it inherits.
@@ -42,6 +65,8 @@ ARMS: dict[str, dict[str, Any]] = {
     "dense-knnw": {"head": "dense", "loss_weights": "knn"},
 }
 INHERITS = {"nca": "nona", "dknn": "nona", "dense-knnw": "dense"}
+# The arms trained again on frozen features for the comparison with fine-tuning.
+FROZEN_COMPARISON_ARMS = ("dense", "nona")
 METHOD_NAMES = {"dense": "Dense", "nona": "NONA", "nca": "NCA + SoftStep", "dknn": "Diff. k-NN + SoftStep",
                 "dense-knnw": "Dense, k-NN-weighted loss"}
 
@@ -62,20 +87,55 @@ def arm_config(arm: str, base: TrainConfig, head_configs: dict[str, dict[str, An
     return replace(base, **{**overrides, **ARMS[arm], "seed": seed})
 
 
-def load_features(dataset: str, backbone_trainable: bool, device: str = "cpu"):
-    """Inputs for training: cached frozen features, or raw inputs with a trainable backbone; plus labels."""
-    from nona.backbones import cached_features, get_backbone
-    from nona.backbones.cache import default_options
-    from nona.data import get_manifest, load_dataset
+def _backbone_name(dataset: str, trainable_layers: int | str) -> str | None:
+    fe = get_manifest_fe(dataset)
+    # Frozen features may come from the manifest's lighter quick-profile backbone; training one uses the main one.
+    return fe.get("quick_profile_backbone", fe.get("backbone")) if trainable_layers == 0 else fe.get("backbone")
 
+
+def get_manifest_fe(dataset: str) -> dict[str, Any]:
+    """The ``feature_extractor`` section of a dataset's manifest."""
+    from nona.data import get_manifest
+
+    return get_manifest(dataset)["feature_extractor"]
+
+
+def effective_trainable_layers(dataset: str, trainable_layers: int | str | bool) -> int | str:
+    """``trainable_layers`` as a run of ``dataset`` can use it: 0 where the dataset has no backbone (tabular inputs)."""
+    if isinstance(trainable_layers, bool):  # the older setting backbone_trainable
+        trainable_layers = "all" if trainable_layers else 0
+    trainable_layers = check_trainable_layers(trainable_layers)
+    return trainable_layers if _backbone_name(dataset, trainable_layers) is not None else 0
+
+
+def load_features(dataset: str, trainable_layers: int | str | bool = 0, device: str = "cpu", *, backbone_trainable: bool | None = None):
+    """Inputs of every example for ``trainable_layers``, the labels, and the pretrained module to fine-tune (or None).
+
+    0: cached frozen features (a tensor). k: cached activations below the
+    last k blocks (a tensor or a mapping of tensors) and the backbone's top
+    module. ``"all"``: :class:`~nona.train.RawInputs` and the whole backbone.
+    ``device`` is unused (every batch moves with :func:`nona.devices.move_to`);
+    it stays for callers that pass it.
+    """
+    from nona.backbones import cached_activations, cached_features, get_backbone
+    from nona.backbones.cache import default_options
+    from nona.data import load_dataset
+
+    del device
+    if backbone_trainable is not None:
+        trainable_layers = bool(backbone_trainable)
+    trainable_layers = effective_trainable_layers(dataset, trainable_layers)
     ds = load_dataset(dataset)
-    backbone_name = get_manifest(dataset)["feature_extractor"].get("quick_profile_backbone" if not backbone_trainable else "backbone")
+    backbone_name = _backbone_name(dataset, trainable_layers)
     if backbone_name is None:
         return torch.as_tensor(np.asarray(ds.inputs, dtype=np.float32)), ds.labels, None
-    if not backbone_trainable:
+    if trainable_layers == 0:
         return torch.from_numpy(cached_features(ds, backbone_name, progress=False)), ds.labels, None
-    backbone = get_backbone(backbone_name, **default_options(dataset, backbone_name)).trainable(True)
-    return RawInputs(backbone, ds.inputs, ds.sample_rate, resolve_device(device)), ds.labels, backbone
+    backbone = get_backbone(backbone_name, **default_options(dataset, backbone_name))
+    if trainable_layers == "all":
+        return RawInputs(backbone.trainable(True), ds.inputs, ds.sample_rate), ds.labels, backbone
+    activations = cached_activations(ds, backbone, trainable_layers, progress=False)
+    return activations, ds.labels, backbone.top(trainable_layers).requires_grad_(True)
 
 
 def _standardise(x_train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
@@ -88,7 +148,7 @@ def _standardise(x_train: torch.Tensor, *others: torch.Tensor) -> list[torch.Ten
 
 
 def train_and_evaluate(
-    inputs: torch.Tensor | RawInputs,
+    inputs: torch.Tensor | dict[str, torch.Tensor] | RawInputs,
     labels: np.ndarray,
     config: TrainConfig,
     backbone: torch.nn.Module | None = None,
@@ -96,6 +156,9 @@ def train_and_evaluate(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Train one head on one seeded split; returns the metrics record and the embeddings to save.
 
+    ``inputs`` are frozen features (``backbone`` None; standardised on the
+    training split), cached activations that ``backbone`` (a trainable top)
+    takes, or :class:`~nona.train.RawInputs` of ``backbone``.
     ``two_stage=False`` skips the regressors fitted on the final embeddings
     (k-NN, NNK, interpolation), which an ablation run does not need.
     """
@@ -104,11 +167,15 @@ def train_and_evaluate(
     splits = make_splits(labels, seed=config.seed)
     scaler = LabelScaler.fit(labels[splits.train])
     y = torch.as_tensor(scaler.transform(labels), dtype=torch.float32)
-    if isinstance(inputs, torch.Tensor):
+    if input_length(inputs) != len(labels):
+        raise ValueError(f"{input_length(inputs)} inputs but {len(labels)} labels; they must be aligned one to one")
+    if backbone is None:
+        if not isinstance(inputs, torch.Tensor) or inputs.dim() != 2:
+            raise ValueError("without a backbone the inputs must be a feature tensor (n, D); pass the backbone (top) that takes them")
         x_train, x_val, x_test = _standardise(inputs[splits.train], inputs[splits.val], inputs[splits.test])
         in_dim = inputs.shape[1]
     else:
-        x_train, x_val, x_test = (inputs.subset(idx) for idx in (splits.train, splits.val, splits.test))
+        x_train, x_val, x_test = (_rows(inputs, idx) for idx in (splits.train, splits.val, splits.test))
         in_dim = backbone.out_dim
     y_train, y_val, y_test = y[splits.train], y[splits.val], y[splits.test]
     model = RegressionModel(in_dim, config, backbone=backbone)
@@ -116,10 +183,10 @@ def train_and_evaluate(
     if config.loss_weights == "knn":
         from nona.baselines import knn_loss_weights
 
-        weights = torch.as_tensor(knn_loss_weights(_frozen_features(x_train), y_train.numpy()))
+        weights = torch.as_tensor(knn_loss_weights(_frozen_features(x_train, backbone), y_train.numpy()))
     result = fit(model, (x_train, y_train, x_val, y_val), config, sample_weight=weights)
-    device = resolve_device(config.device)
-    predictions = {"test": predict(model, x_test, x_train, y_train.to(device)).cpu()}
+    # predict moves every batch (and the labels) to the model's device itself.
+    predictions = {"test": predict(model, x_test, x_train, y_train).cpu()}
     test_mse = mse(predictions["test"], y_test)
     record = {
         "method": method_name(config.head),
@@ -128,6 +195,9 @@ def train_and_evaluate(
         "best_epoch": result.best_epoch,
         "epochs": result.epochs_run,
         "train_seconds": result.seconds,
+        "backbone_trainable_parameters": 0 if backbone is None else sum(p.numel() for p in backbone.parameters() if p.requires_grad),
+        "steps": result.steps,
+        "seconds_per_step": result.step_seconds / max(result.steps, 1),
         "history": result.history,
         "split_sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
         "label_scaling": scaler.to_dict(),
@@ -135,7 +205,7 @@ def train_and_evaluate(
     if not two_stage:
         return record, {}
     # The interpolation with k-NN is tuned on the head's validation predictions.
-    predictions["val"] = predict(model, x_val, x_train, y_train.to(device)).cpu()
+    predictions["val"] = predict(model, x_val, x_train, y_train).cpu()
     started = time.perf_counter()
     z = {part: embed_all(model, x).cpu().numpy() for part, x in (("train", x_train), ("val", x_val), ("test", x_test))}
     knn, knn_params = tuned_knn(z["train"], y_train.numpy(), z["val"], y_val.numpy())
@@ -157,14 +227,25 @@ def train_and_evaluate(
     return record, arrays
 
 
-def _frozen_features(x: torch.Tensor | RawInputs) -> np.ndarray:
+def _rows(inputs, indices: np.ndarray):
+    return inputs.subset(indices) if isinstance(inputs, RawInputs) else take_rows(inputs, torch.as_tensor(indices))
+
+
+def _frozen_features(x, backbone: torch.nn.Module | None) -> np.ndarray:
     # The k-NN of the loss weights looks at the inputs before fine-tuning: the
-    # frozen features, or the pretrained backbone's output on raw inputs.
-    if isinstance(x, torch.Tensor):
+    # frozen features, or the pretrained backbone (top)'s output on its inputs.
+    if backbone is None:
         return x.numpy()
-    with torch.no_grad():
-        x.backbone.eval()
-        return torch.cat([x.backbone(x.take(np.arange(i, min(i + 256, len(x))))).cpu() for i in range(0, len(x), 256)]).numpy()
+    was_training = backbone.training
+    backbone.eval()
+    device = next(backbone.parameters()).device
+    try:
+        with torch.no_grad():
+            n = input_length(x)
+            parts = [backbone(move_to(take_rows(x, torch.arange(i, min(i + 256, n))), device)).cpu() for i in range(0, n, 256)]
+    finally:
+        backbone.train(was_training)
+    return torch.cat(parts).numpy()
 
 
 def _two_stage_extensions(head: str, z: dict, labels: tuple, predictions: dict, knn) -> dict[str, dict[str, Any]]:
@@ -192,54 +273,65 @@ def train_dataset(
     arms: list[str],
     base: TrainConfig,
     out_dir: str | Path,
-    backbone_trainable: bool = False,
     log=print,
     head_configs: dict[str, dict[str, Any]] | None = None,
+    frozen_dir: str | Path | None = None,
+    trainable_arms: list[str] | None = None,
 ) -> list[RunRecord]:
     """Train every missing (arm, seed) run of ``dataset`` and return the records of all of them.
 
-    ``head_configs`` overrides settings of ``base`` per head (e.g. the
-    configuration an ablation selected). A record made with other settings
-    than those requested is trained again.
+    ``base.trainable_layers`` says how much of the backbone trains (see the
+    module's docstring). ``head_configs`` overrides settings of ``base`` per
+    head (e.g. the configuration an ablation selected). With ``frozen_dir``,
+    the paper's two heads are also trained with a frozen backbone
+    (``trainable_layers=0``, same seeds and settings) into that folder, and
+    their records are not returned. ``trainable_arms`` (default: every arm)
+    names the arms that fine-tune ``base.trainable_layers`` blocks; the other
+    arms train on frozen features (``trainable_layers=0``, in their records).
+    A record made with other settings than those requested is trained again.
     """
-    for arm in arms:
+    for arm in [*arms, *(trainable_arms or [])]:
         if arm not in ARMS:
             raise ValueError(f"unknown arm {arm!r}; valid values are: {', '.join(ARMS)}")
-    out_dir = Path(out_dir)
-    loaded = None
-    for arm in arms:
-        for seed in seeds:
-            path = record_path(out_dir, arm, seed)
-            config = arm_config(arm, base, head_configs, seed)
-            wanted = {**config.to_dict(), "backbone_trainable": backbone_trainable}
-            if path.exists():
-                if json.loads(path.read_text())["config"] == wanted:
-                    log(f"{dataset}: {arm} seed {seed} is complete; skipped")
-                    continue
-                log(f"{dataset}: {arm} seed {seed} has a record made with other settings; training again")
-            if loaded is None:
-                log(f"{dataset}: loading inputs (backbone_trainable={backbone_trainable})")
-                loaded = load_features(dataset, backbone_trainable, base.device)
-            inputs, labels, pretrained = loaded
-            backbone = None
-            if pretrained is not None:
-                # Each run fine-tunes its own copy of the pretrained backbone.
-                backbone = copy.deepcopy(pretrained)
-                inputs = RawInputs(backbone, inputs.inputs, inputs.sample_rate, inputs.device)
-            started = now()
-            log(f"{dataset}: training {arm} seed {seed}")
-            record, arrays = train_and_evaluate(inputs, labels, config, backbone)
-            record.update({
-                "dataset": dataset, "profile": profile, "head": arm, "seed": seed,
-                "method": method_name(arm), "knn_method": method_name(arm, knn=True),
-                "config": wanted,
-                "provenance": run_provenance(str(resolve_device(config.device)), started),
-            })
-            with atomic_path(path.with_suffix(".npz")) as tmp:
-                np.savez_compressed(tmp, **arrays)
-            write_json(path, record)
-            log(f"{dataset}: {arm} seed {seed}: test MSE {record['test_mse']:.5f}, k-NN {record['knn_test_mse']:.5f}, "
-                f"{record['epochs']} epochs")
+    base = replace(base, trainable_layers=effective_trainable_layers(dataset, base.trainable_layers))
+    frozen_base = replace(base, trainable_layers=0)
+    tuned = set(arms if trainable_arms is None else trainable_arms)
+    plan = [(arm, seed, Path(out_dir), base if arm in tuned else frozen_base) for arm in arms for seed in seeds]
+    if frozen_dir is not None:
+        plan += [(arm, seed, Path(frozen_dir), frozen_base) for arm in FROZEN_COMPARISON_ARMS for seed in seeds]
+    loaded: dict[Any, tuple] = {}
+    for arm, seed, folder, arm_base in plan:
+        path = record_path(folder, arm, seed)
+        config = arm_config(arm, arm_base, head_configs, seed)
+        wanted = config.to_dict()
+        if path.exists():
+            if json.loads(path.read_text())["config"] == wanted:
+                log(f"{dataset}: {arm} seed {seed} (trainable_layers={config.trainable_layers}) is complete; skipped")
+                continue
+            log(f"{dataset}: {arm} seed {seed} has a record made with other settings; training again")
+        if config.trainable_layers not in loaded:
+            log(f"{dataset}: loading inputs (trainable_layers={config.trainable_layers})")
+            loaded[config.trainable_layers] = load_features(dataset, config.trainable_layers)
+        inputs, labels, pretrained = loaded[config.trainable_layers]
+        # Each run fine-tunes its own copy of the pretrained weights.
+        backbone = None if pretrained is None else copy.deepcopy(pretrained)
+        if isinstance(inputs, RawInputs):
+            inputs = RawInputs(backbone, inputs.inputs, inputs.sample_rate)
+        started = now()
+        log(f"{dataset}: training {arm} seed {seed} (trainable_layers={config.trainable_layers})")
+        record, arrays = train_and_evaluate(inputs, labels, config, backbone)
+        record.update({
+            "dataset": dataset, "profile": profile, "head": arm, "seed": seed,
+            "method": method_name(arm), "knn_method": method_name(arm, knn=True),
+            "trainable_layers": config.trainable_layers,
+            "config": wanted,
+            "provenance": run_provenance(str(resolve_device(config.device)), started),
+        })
+        with atomic_path(path.with_suffix(".npz")) as tmp:
+            np.savez_compressed(tmp, **arrays)
+        write_json(path, record)
+        log(f"{dataset}: {arm} seed {seed}: test MSE {record['test_mse']:.5f}, k-NN {record['knn_test_mse']:.5f}, "
+            f"{record['epochs']} epochs, {1e3 * record['seconds_per_step']:.1f} ms per step")
     return [RunRecord.load(record_path(out_dir, arm, seed)) for arm in arms for seed in seeds]
 
 
@@ -256,9 +348,11 @@ def selected_head_configs(selection: str | Path | None) -> dict[str, dict[str, A
 def base_config(settings: dict[str, Any]) -> TrainConfig:
     """The base training configuration from a profile's ``finetune`` settings (unknown keys are refused)."""
     fields = set(TrainConfig.__dataclass_fields__)
-    extra = set(settings) - fields - {"seeds", "backbone_trainable"}
+    extra = set(settings) - fields - {"seeds", "frozen_comparison", "trainable_arms"}
+    if "backbone_trainable" in extra:
+        raise ValueError("the setting backbone_trainable is now trainable_layers: 0 (frozen), k (last k blocks) or 'all'")
     if extra:
-        raise ValueError(f"unknown fine-tuning settings {sorted(extra)}; valid are: {', '.join(sorted(fields))}")
+        raise ValueError(f"unknown fine-tuning settings {sorted(extra)}; valid are: {', '.join(sorted(fields | {'seeds', 'frozen_comparison', 'trainable_arms'}))}")
     return TrainConfig(**{k: v for k, v in settings.items() if k in fields})
 
 
@@ -274,13 +368,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ablation", default="", help="selected.json of the ablation (the heads' configuration)")
     parser.add_argument("--settings-json", default="{}", help="the profile's fine-tuning settings (TrainConfig fields)")
     parser.add_argument("--arms", nargs="+", default=list(ARMS))
+    parser.add_argument("--frozen-dir", default="", help="also train the paper's two heads on frozen features into this folder")
     args = parser.parse_args(argv)
     settings = json.loads(args.settings_json)
     train_dataset(args.dataset, args.profile, [args.seed], args.arms, base_config(settings), args.out_dir,
-                  backbone_trainable=bool(settings.get("backbone_trainable", False)),
-                  head_configs=selected_head_configs(args.ablation))
+                  head_configs=selected_head_configs(args.ablation), frozen_dir=args.frozen_dir or None,
+                  trainable_arms=settings.get("trainable_arms"))
     return 0
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def frozen_vs_finetuned(finetuned_dir: str | Path, frozen_dir: str | Path, datasets: list[str]) -> tuple[Any, Any]:
+    """Test MSE of the paper's four regressors with the backbone fine-tuned and frozen, and the time per training step.
+
+    Reads the ``dense`` and ``nona`` records of every dataset under both
+    folders (``<dir>/<dataset>/<arm>/seed<k>.json``). Returns two tidy tables:
+    (dataset, method, backbone, mean, std, n_seeds) of test MSE, and
+    (dataset, head, backbone, trainable_layers, ms_per_step, n_runs) of the
+    mean seconds per optimiser step.
+    """
+    import pandas as pd
+
+    from nona.pipeline.records import method_table, summary_table
+
+    scores, steps = [], []
+    for label, folder in (("fine-tuned", finetuned_dir), ("frozen", frozen_dir)):
+        records = [RunRecord.load(p) for d in datasets for arm in FROZEN_COMPARISON_ARMS
+                   for p in sorted((Path(folder) / d / arm).glob("seed*.json"))]
+        if not records:
+            raise FileNotFoundError(f"no records of the {label} runs under {folder}; run the fine-tuning step first")
+        table = method_table(records)
+        scores.append(summary_table(table[~table.extension]).drop(columns="extension").assign(backbone=label))
+        steps += [{"dataset": r.dataset, "head": r.data["method"], "backbone": label,
+                   "trainable_layers": str(r.config.get("trainable_layers", 0)),
+                   "ms_per_step": 1e3 * r.data["seconds_per_step"]} for r in records if "seconds_per_step" in r.data]
+    per_step = pd.DataFrame(steps, columns=["dataset", "head", "backbone", "trainable_layers", "ms_per_step"])
+    per_step = (per_step.groupby(["dataset", "head", "backbone", "trainable_layers"])["ms_per_step"]
+                .agg(ms_per_step="mean", n_runs="count").reset_index())
+    return pd.concat(scores, ignore_index=True)[["dataset", "method", "backbone", "mean", "std", "n_seeds"]], per_step
