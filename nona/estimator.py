@@ -126,7 +126,7 @@ class NONARegressor(RegressorMixin, BaseEstimator):
         self.device = device
         self.verbose = verbose
 
-    def fit(self, X, y) -> "NONARegressor":
+    def fit(self, X, y) -> NONARegressor:
         """Train on ``X`` of shape (n_samples, n_features) and ``y`` of shape (n_samples,); returns self."""
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, ensure_min_samples=MIN_SAMPLES)
         if not 0.0 < float(self.validation_fraction) < 1.0:
@@ -141,9 +141,17 @@ class NONARegressor(RegressorMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         order = rng.permutation(n)
         config = TrainConfig(
-            head="nona", similarity=self.similarity, softstep=self.softstep, embed_dim=self.embed_dim,
-            hidden=self.hidden, batch_size=self.batch_size, lr=self.lr, max_epochs=self.max_epochs,
-            patience=self.patience, device=self.device, seed=int(rng.randint(np.iinfo(np.int32).max)),
+            head="nona",
+            similarity=self.similarity,
+            softstep=self.softstep,
+            embed_dim=self.embed_dim,
+            hidden=self.hidden,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            patience=self.patience,
+            device=self.device,
+            seed=int(rng.randint(np.iinfo(np.int32).max)),
         )
 
         self.x_mean_ = X.mean(axis=0)
@@ -157,7 +165,9 @@ class NONARegressor(RegressorMixin, BaseEstimator):
 
         val_idx, fit_idx = torch.as_tensor(order[:n_val]), torch.as_tensor(order[n_val:])
         model = RegressionModel(X.shape[1], config)
-        result = fit(model, (x_all[fit_idx], y_all[fit_idx], x_all[val_idx], y_all[val_idx]), config, progress=self.verbose)
+        result = fit(
+            model, (x_all[fit_idx], y_all[fit_idx], x_all[val_idx], y_all[val_idx]), config, progress=self.verbose
+        )
         # Trained in float32; predicts in float64: the l2 distance is computed by a
         # matrix-product expansion whose float32 rounding, amplified by the square
         # root near zero distance, moved a row's prediction by ~1e-4 with the size

@@ -61,9 +61,17 @@ def browser(tmp_path_factory):
 
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
@@ -122,7 +130,9 @@ def test_mathjax_renders_offline(browser, site_url):
         "const poll = () => document.querySelector('mjx-container') ? done(true) : setTimeout(poll, 100); poll();"
     )
     assert rendered
-    sources = browser.execute_script("return Array.from(document.scripts).map(s => s.src).filter(s => s.includes('mathjax'));")
+    sources = browser.execute_script(
+        "return Array.from(document.scripts).map(s => s.src).filter(s => s.includes('mathjax'));"
+    )
     assert sources and all(src.startswith(site_url) for src in sources), sources  # served by the site, not a CDN
 
 
@@ -130,14 +140,16 @@ def test_no_page_shows_paths_warnings_tracebacks_or_template_text(browser, site_
     problems = []
     for page in site_pages():
         load(browser, site_url + page)
-        text = browser.execute_script("return document.querySelector('main') ? document.querySelector('main').innerText : document.body.innerText;")
+        text = browser.execute_script(
+            "return document.querySelector('main') ? document.querySelector('main').innerText : document.body.innerText;"
+        )
         for what, pattern in LEAKS.items():
             if what == "warning" and page in WARNING_NAMED:
                 continue
             found = pattern.search(text)
             if found:
                 start = max(found.start() - 60, 0)
-                problems.append(f"{page}: {what}: ...{text[start:found.end() + 60]!r}")
+                problems.append(f"{page}: {what}: ...{text[start : found.end() + 60]!r}")
     assert not problems, "\n".join(problems)
 
 

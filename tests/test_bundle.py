@@ -34,7 +34,9 @@ def fake_build(root):
 
 def test_bundle_holds_everything_with_checksums(tmp_path):
     fake_build(tmp_path)
-    archive = make_bundle("quick", tmp_path / "dist", build=tmp_path / "build", site=tmp_path / "_build" / "html", freeze="numpy==2.0.0\n")
+    archive = make_bundle(
+        "quick", tmp_path / "dist", build=tmp_path / "build", site=tmp_path / "_build" / "html", freeze="numpy==2.0.0\n"
+    )
     top = f"nona-companion-{companion_version()}-quick"
     assert archive == tmp_path / "dist" / f"{top}.tar.gz"
     with tarfile.open(archive) as tar:
@@ -42,10 +44,19 @@ def test_bundle_holds_everything_with_checksums(tmp_path):
         freeze = tar.extractfile(f"{top}/environment/pip-freeze.txt").read().decode()
         bib = tar.extractfile(f"{top}/CITATION.bib").read().decode()
     assert names == {
-        "site/index.html", "site/build/executed/results.html", "executed/results.ipynb",
+        "site/index.html",
+        "site/build/executed/results.html",
+        "executed/results.ipynb",
         *(f"figures/cd-diagram.{ext}" for ext in ("svg", "pdf", "png", "json")),
-        "runs/digits-rotation/nona/seed0.json", "ablation/digits-rotation/selected.json", "results/table1.csv",
-        "environment/constraints.txt", "environment/pip-freeze.txt", "CITATION.cff", "CITATION.bib", "BUNDLE.json", CHECKSUMS,
+        "runs/digits-rotation/nona/seed0.json",
+        "ablation/digits-rotation/selected.json",
+        "results/table1.csv",
+        "environment/constraints.txt",
+        "environment/pip-freeze.txt",
+        "CITATION.cff",
+        "CITATION.bib",
+        "BUNDLE.json",
+        CHECKSUMS,
     }
     assert "numpy==2.0.0" in freeze and "@misc{nonacompanion" in bib
     assert verify_bundle(archive) == len(names) - 1
@@ -54,7 +65,9 @@ def test_bundle_holds_everything_with_checksums(tmp_path):
 
 def test_verify_names_altered_and_extra_files(tmp_path):
     fake_build(tmp_path)
-    archive = make_bundle("quick", tmp_path / "dist", build=tmp_path / "build", site=tmp_path / "_build" / "html", freeze="")
+    archive = make_bundle(
+        "quick", tmp_path / "dist", build=tmp_path / "build", site=tmp_path / "_build" / "html", freeze=""
+    )
     tampered = tmp_path / "tampered.tar.gz"
     with tarfile.open(archive) as src, tarfile.open(tampered, "w:gz") as dst:
         for member in src.getmembers():
@@ -73,6 +86,13 @@ def test_bundle_refuses_without_a_built_site(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="the site is not built .*make book PROFILE=quick"):
         make_bundle("quick", tmp_path / "dist", build=tmp_path / "build", site=tmp_path / "_build" / "html", freeze="")
     assert not (tmp_path / "dist").exists() or not any((tmp_path / "dist").iterdir())
-    args = ["--out", str(tmp_path / "dist"), "--build", str(tmp_path / "build"), "--site", str(tmp_path / "_build" / "html")]
+    args = [
+        "--out",
+        str(tmp_path / "dist"),
+        "--build",
+        str(tmp_path / "build"),
+        "--site",
+        str(tmp_path / "_build" / "html"),
+    ]
     assert main(["--profile", "no-such-build", *args]) == 1
     assert "make book PROFILE=no-such-build" in capsys.readouterr().err

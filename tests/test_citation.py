@@ -13,7 +13,7 @@ from pybtex.database import parse_string
 
 from nona.io.paths import FIGURE_DIR
 from nona.io.site import companion_version, repository_url, site_url
-from nona.paper.citation import citation_metadata, cff_bibtex, cffconvert_bibtex, companion_bibtex, paper_bibtex
+from nona.paper.citation import cff_bibtex, cffconvert_bibtex, citation_metadata, companion_bibtex, paper_bibtex
 from nona.paper.figures import bibtex_entry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,9 +116,14 @@ def test_home_page_entries_are_complete():
 
 def _figure_records() -> list[dict]:
     built = [json.loads(p.read_text()) for p in sorted(FIGURE_DIR.glob("*.json"))]
-    example = {"id": "cd-diagram-paper", "caption": "Critical difference diagram of 100% of $k$_x. More text.",
-               "notebook": "statistics", "parameters": {"alpha": 0.01}, "commit": "0123456789abcdef-dirty",
-               "created": "2026-11-22T10:00:00+00:00"}
+    example = {
+        "id": "cd-diagram-paper",
+        "caption": "Critical difference diagram of 100% of $k$_x. More text.",
+        "notebook": "statistics",
+        "parameters": {"alpha": 0.01},
+        "commit": "0123456789abcdef-dirty",
+        "created": "2026-11-22T10:00:00+00:00",
+    }
     return built + [example, {**example, "id": "interactive", "notebook": None, "parameters": {}}]
 
 

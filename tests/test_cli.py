@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from nona.pipeline.cli import main
 from nona.data import list_datasets
 from nona.io.paths import REPO_ROOT
+from nona.pipeline.cli import main
 
 
 def test_data_list_shows_every_dataset(capsys):
@@ -63,7 +63,14 @@ def test_usage_errors(capsys):
 
 def test_python_dash_m_runs_the_cli(tmp_path):
     env = {**os.environ, "NONA_DATA": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "nona.pipeline.cli", "data", "check", "udacity"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "nona.pipeline.cli", "data", "check", "udacity"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1
     assert "udacity/interpolated.csv" in done.stderr and "github.com/udacity/self-driving-car" in done.stderr
 

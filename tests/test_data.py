@@ -120,7 +120,10 @@ def test_digits_rotation_really_rotates():
     # Rotating back by the label should recover the upright digit better than any other angle.
     img, angle = ds.inputs[7], ds.labels[7]
     upright = load_dataset("digits-rotation", rotations=1, max_angle=1e-9).inputs[7]
-    errors = {a: np.abs(ndimage.rotate(img, -a, reshape=False, order=1) - upright).mean() for a in (angle, angle + 30, angle - 30)}
+    errors = {
+        a: np.abs(ndimage.rotate(img, -a, reshape=False, order=1) - upright).mean()
+        for a in (angle, angle + 30, angle - 30)
+    }
     assert min(errors, key=errors.get) == angle
 
 

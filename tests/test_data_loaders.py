@@ -107,7 +107,9 @@ def test_udacity_keeps_centre_camera_at_four_frames_per_second(root):
     for k in range(20):  # 20 fps for one second, three cameras
         ts = 1_479_424_215_000_000_000 + k * 50_000_000
         for cam in ("left_camera", "center_camera", "right_camera"):
-            rows.append({"timestamp": ts, "frame_id": cam, "filename": f"{cam.split('_')[0]}/{ts}.jpg", "angle": 0.01 * k})
+            rows.append(
+                {"timestamp": ts, "frame_id": cam, "filename": f"{cam.split('_')[0]}/{ts}.jpg", "angle": 0.01 * k}
+            )
     _csv(base / "interpolated.csv", pd.DataFrame(rows))
     for r in rows:
         if r["frame_id"] == "center_camera":
@@ -150,7 +152,16 @@ def test_houses(root):
 
 
 def test_adresso(root):
-    _csv(root / "adresso" / "adresso.csv", pd.DataFrame({"id": ["adrso024", "adrso025"], "text": ["the boy is on the stool", "mother washes dishes"], "mmse": [29, 17]}))
+    _csv(
+        root / "adresso" / "adresso.csv",
+        pd.DataFrame(
+            {
+                "id": ["adrso024", "adrso025"],
+                "text": ["the boy is on the stool", "mother washes dishes"],
+                "mmse": [29, 17],
+            }
+        ),
+    )
     ds = load_dataset("adresso")
     assert ds.modality == "text" and ds.ids == ["adrso024", "adrso025"]
     assert ds.inputs[1] == "mother washes dishes" and list(ds.labels) == [29.0, 17.0]
@@ -164,7 +175,13 @@ def test_adresso(root):
 
 def test_pitchfork_draws_1500_reviews_reproducibly(root):
     n = 1600
-    frame = pd.DataFrame({"id": [f"r{i}" for i in range(n)], "review": [f"review {i}" for i in range(n)], "score": np.round(np.linspace(0, 10, n), 1)})
+    frame = pd.DataFrame(
+        {
+            "id": [f"r{i}" for i in range(n)],
+            "review": [f"review {i}" for i in range(n)],
+            "score": np.round(np.linspace(0, 10, n), 1),
+        }
+    )
     _csv(root / "pitchfork" / "reviews.csv", frame)
     a, b = load_dataset("pitchfork"), load_dataset("pitchfork")
     assert len(a) == 1500 and a.ids == b.ids and len(set(a.ids)) == 1500
@@ -174,14 +191,19 @@ def test_pitchfork_draws_1500_reviews_reproducibly(root):
 
 
 def test_books_log_price(root):
-    _csv(root / "books" / "Data_Train.csv", pd.DataFrame({"Title": ["A", "B"], "Synopsis": ["a story", "another story"], "Price": [220.0, 1200.5]}))
+    _csv(
+        root / "books" / "Data_Train.csv",
+        pd.DataFrame({"Title": ["A", "B"], "Synopsis": ["a story", "another story"], "Price": [220.0, 1200.5]}),
+    )
     ds = load_dataset("books")
     np.testing.assert_allclose(ds.labels, np.log([220.0, 1200.5]))
     assert ds.inputs == ["a story", "another story"]
 
 
 def test_austin_drops_empty_descriptions(root):
-    frame = pd.DataFrame({"zpid": [11, 12, 13], "description": ["Lovely home", "", "Big yard"], "latestPrice": [305000, 10, 525000]})
+    frame = pd.DataFrame(
+        {"zpid": [11, 12, 13], "description": ["Lovely home", "", "Big yard"], "latestPrice": [305000, 10, 525000]}
+    )
     _csv(root / "austin" / "austinHousingData.csv", frame)
     ds = load_dataset("austin")
     assert ds.ids == ["11", "13"]

@@ -13,8 +13,21 @@ from matplotlib.text import Text
 from nona.paper.diagram import CONTENT, draw_nona_block
 
 EXPECTED_LABELS = {
-    "$X$", "$X_N$", "$F$", "$Z$", "$Z_N$", r"$\mathrm{Sim}(Z, Z_N)$", r"$\sim$", r"$a,\ b,\ t$", r"$\ln$", "$+$",
-    "$M$", "SoftMax", r"$\times$", "$y_N$", r"$\hat{y}$",
+    "$X$",
+    "$X_N$",
+    "$F$",
+    "$Z$",
+    "$Z_N$",
+    r"$\mathrm{Sim}(Z, Z_N)$",
+    r"$\sim$",
+    r"$a,\ b,\ t$",
+    r"$\ln$",
+    "$+$",
+    "$M$",
+    "SoftMax",
+    r"$\times$",
+    "$y_N$",
+    r"$\hat{y}$",
 }
 
 
@@ -34,7 +47,9 @@ def test_every_element_of_the_papers_figure_is_labelled(drawn):
     shown = {t.get_text() for t in texts}
     assert EXPECTED_LABELS <= shown, f"missing labels: {EXPECTED_LABELS - shown}"
     assert any("S(" in s and "a, b, t" in s for s in shown), "the SoftStep mask S(.; a, b, t) is missing"
-    assert any("min-max" in s for s in shown) and any("Linear" in s for s in shown) and any("global" in s for s in shown)
+    assert (
+        any("min-max" in s for s in shown) and any("Linear" in s for s in shown) and any("global" in s for s in shown)
+    )
     assert any("-\\infty" in s for s in shown) and any("residual" in s for s in shown)
 
 
@@ -65,7 +80,9 @@ def test_labels_sit_inside_their_boxes_and_the_figure(drawn):
     fig, _, boxes = drawn
     figure_box = fig.bbox
     for name, box in boxes.items():
-        assert figure_box.x0 <= box.x0 and box.x1 <= figure_box.x1 and figure_box.y0 <= box.y0 and box.y1 <= figure_box.y1, name
+        assert (
+            figure_box.x0 <= box.x0 and box.x1 <= figure_box.x1 and figure_box.y0 <= box.y0 and box.y1 <= figure_box.y1
+        ), name
     renderer = fig.canvas.get_renderer()  # the Agg canvas of the fixture
     for patch in fig.axes[0].patches:
         node = patch.get_gid()
@@ -75,4 +92,7 @@ def test_labels_sit_inside_their_boxes_and_the_figure(drawn):
         inside = ["label"] + (["note"] if CONTENT[node][3] == "inside" else [])
         for part in inside:
             box = boxes[f"{node}-{part}"]
-            assert outline.x0 < box.x0 and box.x1 < outline.x1 and outline.y0 < box.y0 and box.y1 < outline.y1, (node, part)
+            assert outline.x0 < box.x0 and box.x1 < outline.x1 and outline.y0 < box.y0 and box.y1 < outline.y1, (
+                node,
+                part,
+            )

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import ast
 import json
-import re
 from pathlib import Path
 
 import pytest
 
 from nona.pipeline.config import load_profile, notebook_parameters, profile_names
-from nona.pipeline.runner import check_parameters, declared_parameters, run_notebook
+from nona.pipeline.runner import check_parameters, run_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from nona.heads import NONA, DenseHead
 from nona.paper.flops import (
     HEAD_VARIANTS,
     ProjectedHead,
@@ -16,7 +17,6 @@ from nona.paper.flops import (
     measure_step,
     projection_flops,
 )
-from nona.heads import NONA, DenseHead
 
 
 def head_flops(name: str, n: int, dim: int) -> int:

@@ -12,7 +12,18 @@ import yaml
 from nona.data import MANIFEST_DIR, get_manifest, list_datasets, validate_manifest
 from nona.data.manifests import SCHEMA_PATH, file_path, sha256_file
 
-PAPER = ["rsna-bone-age", "medsegbench-brifiseg", "adresso", "coughvid", "nosemic", "udacity", "pitchfork", "houses", "books", "austin"]
+PAPER = [
+    "rsna-bone-age",
+    "medsegbench-brifiseg",
+    "adresso",
+    "coughvid",
+    "nosemic",
+    "udacity",
+    "pitchfork",
+    "houses",
+    "books",
+    "austin",
+]
 EMBEDDED = ["digits-rotation", "vader-valence", "heart-rate-audio", "synthetic-2d"]
 
 # Table 1 of the paper: dense, dense + k-NN, NONA, NONA + k-NN (MSE x 10^3, mean and std).
@@ -55,7 +66,11 @@ def test_manifest_follows_schema(name):
 def test_paper_manifest_records_table_1_and_how_to_get_the_data(name):
     m = get_manifest(name)
     assert m["embedded"] is False
-    got = [v for h in ("dense", "dense_knn", "nona", "nona_knn") for v in (m["paper_results"][h]["mean"], m["paper_results"][h]["std"])]
+    got = [
+        v
+        for h in ("dense", "dense_knn", "nona", "nona_knn")
+        for v in (m["paper_results"][h]["mean"], m["paper_results"][h]["std"])
+    ]
     assert got == pytest.approx([v for pair in TABLE_1[name] for v in pair])
     assert m["files"], "a downloaded dataset must list the files its loader reads"
     assert all(f.get("root", "data") == "data" for f in m["files"])

@@ -87,7 +87,9 @@ def test_plain_values_are_exact_and_nan_is_stored_as_null():
 
 
 def test_noise_se_from_the_seed_spread():
-    table = pd.DataFrame({"dataset": ["a", "a"], "method": ["x", "y"], "mean": [1.0, 2.0], "std": [0.0, 0.3], "n_seeds": [9, 9]})
+    table = pd.DataFrame(
+        {"dataset": ["a", "a"], "method": ["x", "y"], "mean": [1.0, 2.0], "std": [0.0, 0.3], "n_seeds": [9, 9]}
+    )
     se = pub.noise_se(table, lambda t: {"y": float(t["mean"].iloc[1]), "x": float(t["mean"].iloc[0])}, draws=2000)
     assert se["x"] == 0 and se["y"] == pytest.approx(0.1, rel=0.1)
 
@@ -102,7 +104,9 @@ def test_record_and_collect_into_one_versioned_file(tmp_path):
     content = pub.collect("smoke", pages=["results", "theory"], build_dir=tmp_path, machine={"cpu_count": 2})
     on_disk = pub.load_published(tmp_path / "results" / "smoke" / "published.json")
     assert on_disk == content
-    assert content["format"] == pub.FORMAT and content["version"] == pub.VERSION and content["machine"] == {"cpu_count": 2}
+    assert (
+        content["format"] == pub.FORMAT and content["version"] == pub.VERSION and content["machine"] == {"cpu_count": 2}
+    )
     assert set(content["numbers"]) == {"results/a", "results/b", "theory/c"}
     assert content["numbers"]["results/a"] == pub.exact(1.5)
 
@@ -114,7 +118,9 @@ def test_record_numbers_outside_the_pipeline_writes_nothing(tmp_path, monkeypatc
     assert pub.record_numbers({"a": 1}, build_dir=tmp_path) is None
     monkeypatch.setenv("NONA_NOTEBOOK", "statistics-build")
     monkeypatch.setenv(pub.PROFILE_ENV, "quick")
-    assert pub.record_numbers({"a": 1}, build_dir=tmp_path) == tmp_path / "published" / "quick" / "statistics-build.json"
+    assert (
+        pub.record_numbers({"a": 1}, build_dir=tmp_path) == tmp_path / "published" / "quick" / "statistics-build.json"
+    )
 
 
 def claim_numbers() -> dict:
@@ -124,15 +130,29 @@ def claim_numbers() -> dict:
 
     scores = paper_scores("resolved")
     p = stats.nemenyi(scores)
-    numbers = {f"statistics/figure5/{a} vs {b}": pub.exact(p.loc[a, b]) for a, b, _ in paper_figure5_pvalues().itertuples(index=False)}
-    numbers.update({f"statistics/average-rank/{m}": pub.exact(r) for m, r in stats.rank_table(scores).average_ranks.items()})
+    numbers = {
+        f"statistics/figure5/{a} vs {b}": pub.exact(p.loc[a, b])
+        for a, b, _ in paper_figure5_pvalues().itertuples(index=False)
+    }
+    numbers.update(
+        {f"statistics/average-rank/{m}": pub.exact(r) for m, r in stats.rank_table(scores).average_ranks.items()}
+    )
     example = demsar2006_example()
     ranks = stats.friedman_from_ranks(example.average_ranks, example.n)
-    numbers.update({"statistics/demsar/chi2": pub.exact(ranks.chi2), "statistics/demsar/iman-davenport": pub.exact(ranks.iman_davenport),
-                    "statistics/demsar/cd-0.05": pub.exact(stats.critical_difference(4, 14, 0.05)),
-                    "statistics/demsar/cd-0.10": pub.exact(stats.critical_difference(4, 14, 0.10))})
-    numbers.update({f"statistics/demsar/average-rank/{m}": pub.exact(r) for m, r in
-                    stats.rank_table(example.auc_as_ranked, lower_is_better=False).average_ranks.items()})
+    numbers.update(
+        {
+            "statistics/demsar/chi2": pub.exact(ranks.chi2),
+            "statistics/demsar/iman-davenport": pub.exact(ranks.iman_davenport),
+            "statistics/demsar/cd-0.05": pub.exact(stats.critical_difference(4, 14, 0.05)),
+            "statistics/demsar/cd-0.10": pub.exact(stats.critical_difference(4, 14, 0.10)),
+        }
+    )
+    numbers.update(
+        {
+            f"statistics/demsar/average-rank/{m}": pub.exact(r)
+            for m, r in stats.rank_table(example.auc_as_ranked, lower_is_better=False).average_ranks.items()
+        }
+    )
     numbers["results/paper-median-reduction"] = pub.exact(32.2039, digits=1)
     numbers["results/table1/d1/NONA"] = pub.statistical(4.0, 0.2)
     numbers["results/table1/d1/Dense"] = pub.statistical(5.0, 0.2)
@@ -143,13 +163,25 @@ def claim_numbers() -> dict:
 
 def test_paper_claims_on_built_numbers():
     rows = {r.item: r for r in rp.paper_claims(claim_numbers())}
-    assert all(rows[f"Figure 5 p-value, {a} vs {b}"].verdict == rp.PASS for a, b in
-               [("NONA", "Dense"), ("NONA", "Dense + k-NN"), ("NONA + k-NN", "Dense"), ("NONA + k-NN", "Dense + k-NN")])
+    assert all(
+        rows[f"Figure 5 p-value, {a} vs {b}"].verdict == rp.PASS
+        for a, b in [
+            ("NONA", "Dense"),
+            ("NONA", "Dense + k-NN"),
+            ("NONA + k-NN", "Dense"),
+            ("NONA + k-NN", "Dense + k-NN"),
+        ]
+    )
     assert all(r.verdict == rp.PASS for k, r in rows.items() if k.startswith("Demšar"))
     assert rows["NONA below Dense on d1"].verdict == rp.PASS
     below = rows["NONA below Dense on d2"]
     assert below.verdict == rp.FAIL and not below.error and "within 2 SE" in below.note
-    assert rows["NONA and NONA + k-NN ranked above both dense methods, on the paper's Table 1 (printed ties resolved)"].verdict == rp.PASS
+    assert (
+        rows[
+            "NONA and NONA + k-NN ranked above both dense methods, on the paper's Table 1 (printed ties resolved)"
+        ].verdict
+        == rp.PASS
+    )
     assert rows["NONA and NONA + k-NN ranked above both dense methods, on this build's Table 1"].verdict == rp.NA
     assert rows["the paper's median Dense → NONA reduction, recomputed from its printed Table 1"].verdict == rp.PASS
     # A missing exact claim (here every theory identity) is an error.
@@ -164,8 +196,14 @@ def test_a_wrong_figure5_p_value_is_an_exact_failure():
 
 
 def test_report_summary_counts_reproduced_rows():
-    build = {"profile": "smoke", "numbers": {"p/a": pub.exact(1.0), "p/b": pub.statistical(2.0, 0.1),
-                                             "p/w": pub.selection("x", {"x": 1.0, "y": 2.0})}}
+    build = {
+        "profile": "smoke",
+        "numbers": {
+            "p/a": pub.exact(1.0),
+            "p/b": pub.statistical(2.0, 0.1),
+            "p/w": pub.selection("x", {"x": 1.0, "y": 2.0}),
+        },
+    }
     reference = copy.deepcopy(build)
     reference["numbers"]["p/b"] = pub.statistical(3.0, 0.1)
     reference["numbers"]["p/w"] = pub.selection("y", {"x": 1.0, "y": 0.5})
@@ -228,10 +266,21 @@ def test_check_exits_1_when_an_exact_number_differs_and_0_for_a_statistical_one(
 
 def test_check_without_a_reference_says_so_and_fails_unless_allowed(smoke_build, tmp_path):
     missing = tmp_path / "nowhere.json"
-    status, out = run_cli("reproduce", "check", "--profile", "smoke", "--build", str(smoke_build), "--reference", str(missing))
+    status, out = run_cli(
+        "reproduce", "check", "--profile", "smoke", "--build", str(smoke_build), "--reference", str(missing)
+    )
     assert status == 2 and "NO REFERENCE" in out
-    status, out = run_cli("reproduce", "check", "--profile", "smoke", "--build", str(smoke_build), "--reference", str(missing),
-                          "--allow-missing-reference")
+    status, out = run_cli(
+        "reproduce",
+        "check",
+        "--profile",
+        "smoke",
+        "--build",
+        str(smoke_build),
+        "--reference",
+        str(missing),
+        "--allow-missing-reference",
+    )
     assert status == 0 and "only the paper's claims were checked" in out
 
 
@@ -242,7 +291,9 @@ def test_check_without_a_build_and_freeze(tmp_path, capsys):
     pub.record_numbers({"a": 1.0}, page="results", profile="smoke", build_dir=tmp_path)
     pub.collect("smoke", build_dir=tmp_path, machine={"commit": "abc"})
     frozen = tmp_path / "ref.json"
-    assert main(["reproduce", "freeze", "--profile", "smoke", "--build", str(tmp_path), "--reference", str(frozen)]) == 0
+    assert (
+        main(["reproduce", "freeze", "--profile", "smoke", "--build", str(tmp_path), "--reference", str(frozen)]) == 0
+    )
     assert pub.load_published(frozen)["numbers"] == {"results/a": pub.exact(1.0)}
 
 
@@ -260,15 +311,40 @@ def test_the_shipped_references_are_readable():
 
 @pytest.mark.slow
 def test_smoke_pipeline_writes_published_numbers_and_passes_the_check(tmp_path):
-    env = {**os.environ, "NONA_BUILD": str(tmp_path), "MPLBACKEND": "Agg", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    done = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/smoke", "--nolock", "--cores", "2"],
-                          cwd=REPO, env=env, capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "NONA_BUILD": str(tmp_path),
+        "MPLBACKEND": "Agg",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "profiles/smoke", "--nolock", "--cores", "2"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     content = pub.load_published(pub.published_file("smoke", tmp_path))
     pages = {key.split("/")[0] for key in content["numbers"]}
     assert {"results", "statistics", "theory", "ablation", "synthetic_surfaces", "diabetes"} <= pages
     assert (tmp_path / "executed" / "reproduction.ipynb").is_file()
-    check = subprocess.run([sys.executable, "-m", "nona.pipeline.cli", "reproduce", "check", "--profile", "smoke", "--build", str(tmp_path)],
-                           cwd=REPO, env=env, capture_output=True, text=True)
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nona.pipeline.cli",
+            "reproduce",
+            "check",
+            "--profile",
+            "smoke",
+            "--build",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert check.returncode == 0, check.stdout[-4000:] + check.stderr[-2000:]
     assert " reproduced (" in check.stdout.splitlines()[0]

@@ -37,12 +37,16 @@ def write_notebook(path: Path, body: str) -> Path:
 
 
 def test_declared_parameters_reads_the_parameters_cell(tmp_path):
-    source = write_notebook(tmp_path / "nb.md", "```{code-cell} ipython3\n:tags: [parameters]\n\nalpha = 0.05\nnames = ['a', 'b']\n```\n")
+    source = write_notebook(
+        tmp_path / "nb.md", "```{code-cell} ipython3\n:tags: [parameters]\n\nalpha = 0.05\nnames = ['a', 'b']\n```\n"
+    )
     assert declared_parameters(jupytext.read(source)) == {"alpha": 0.05, "names": ["a", "b"]}
 
 
 def test_unknown_parameter_is_refused_with_the_valid_names(tmp_path):
-    source = write_notebook(tmp_path / "nb.md", "```{code-cell} ipython3\n:tags: [parameters]\n\nalpha = 0.05\nseed = 1\n```\n")
+    source = write_notebook(
+        tmp_path / "nb.md", "```{code-cell} ipython3\n:tags: [parameters]\n\nalpha = 0.05\nseed = 1\n```\n"
+    )
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) alfa .* valid parameters are: alpha, seed"):
         check_parameters(source, {"alfa": 0.1})
 
@@ -100,12 +104,18 @@ def test_every_notebook_source_has_a_paired_ipynb_in_sync():
         md, ipynb = jupytext.read(source), jupytext.read(twin)
         md_cells = [(c.cell_type, c.source.strip()) for c in md.cells]
         ipynb_cells = [(c.cell_type, c.source.strip()) for c in ipynb.cells]
-        assert md_cells == ipynb_cells, f"{twin.name} is out of sync with {source.name}: run `jupytext --to ipynb {source}`"
-        assert all(not c.get("outputs") for c in ipynb.cells if c.cell_type == "code"), f"{twin.name} must be committed without outputs"
+        assert md_cells == ipynb_cells, (
+            f"{twin.name} is out of sync with {source.name}: run `jupytext --to ipynb {source}`"
+        )
+        assert all(not c.get("outputs") for c in ipynb.cells if c.cell_type == "code"), (
+            f"{twin.name} must be committed without outputs"
+        )
 
 
 def test_title_replaces_the_first_heading_of_the_published_copy(tmp_path):
-    source = write_notebook(tmp_path / "nb.md", "# Template\n\ntext\n\n```{code-cell} ipython3\n:tags: [parameters]\n\nx = 1\n```\n")
+    source = write_notebook(
+        tmp_path / "nb.md", "# Template\n\ntext\n\n```{code-cell} ipython3\n:tags: [parameters]\n\nx = 1\n```\n"
+    )
     notebook = jupytext.read(source)
     from nona.pipeline.runner import retitle
 
@@ -165,7 +175,9 @@ def test_plain_papermill_checks_parameters_and_records_them(tmp_path, monkeypatc
     twin = tmp_path / "typed.ipynb"
     jupytext.write(jupytext.read(source), twin, fmt="ipynb")
     out = tmp_path / "out.ipynb"
-    papermill.execute_notebook(str(twin), str(out), parameters={"patience": 3}, progress_bar=False, kernel_name="python3")
+    papermill.execute_notebook(
+        str(twin), str(out), parameters={"patience": 3}, progress_bar=False, kernel_name="python3"
+    )
     printed = "".join(json.loads(out.read_text())["cells"][-1]["outputs"][0]["text"])
     assert printed.strip() == 'typed {"patience": 3}'
     for bad in ({"seed": 0}, {"patience": 2.5}):
@@ -184,7 +196,9 @@ def test_papermill_help_lists_types_defaults_and_meaning(tmp_path):
     assert found["patience"]["help"] == "epochs without improvement before stopping"
 
 
-@pytest.mark.parametrize("source", sorted(p for p in NOTEBOOKS.glob("*.md") if p.name != "README.md"), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "source", sorted(p for p in NOTEBOOKS.glob("*.md") if p.name != "README.md"), ids=lambda p: p.stem
+)
 def test_every_notebook_documents_and_checks_its_parameters(source):
     """Each parameter has a type and a comment (papermill --help-notebook shows them), and the next cell checks injected ones."""
     from papermill.inspection import inspect_notebook
@@ -199,8 +213,10 @@ def test_every_notebook_documents_and_checks_its_parameters(source):
         check_parameters(source, {name: default})
     if specs:
         position = next(i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", []))
-        following = next(c.source for c in notebook.cells[position + 1:] if c.cell_type == "code")
-        assert f'check_injected(globals(), "{source.stem}")' in following, f"{source.name}: the cell after the parameters must check them"
+        following = next(c.source for c in notebook.cells[position + 1 :] if c.cell_type == "code")
+        assert f'check_injected(globals(), "{source.stem}")' in following, (
+            f"{source.name}: the cell after the parameters must check them"
+        )
 
 
 def test_atomic_writes_get_the_umasks_permissions(tmp_path):
@@ -234,8 +250,12 @@ def test_sigterm_to_the_runner_publishes_nothing_and_leaves_nothing(tmp_path):
         "```{code-cell} ipython3\nimport time\ntime.sleep(120)\n```\n",
     )
     out = tmp_path / "out" / "nb.ipynb"
-    runner = subprocess.Popen([sys.executable, "-m", "nona.pipeline.runner", str(source), str(out)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "nona.pipeline.runner", str(source), str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 90
     while not (out.parent.exists() and any(out.parent.iterdir())) and time.time() < deadline:
         time.sleep(0.2)  # wait until the runner holds its temporary
@@ -252,23 +272,33 @@ def test_published_pages_fold_code_and_show_one_parameters_cell():
     from nona.pipeline.runner import fold_code
 
     def notebook(injected: bool):
-        cells = [nbformat.v4.new_markdown_cell("# Title"),
-                 nbformat.v4.new_code_cell("alpha = 0.05", metadata={"tags": ["parameters"]}),
-                 nbformat.v4.new_code_cell("print(alpha)"),
-                 nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["remove-input"]})]
+        cells = [
+            nbformat.v4.new_markdown_cell("# Title"),
+            nbformat.v4.new_code_cell("alpha = 0.05", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("print(alpha)"),
+            nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["remove-input"]}),
+        ]
         if injected:
             cells.insert(2, nbformat.v4.new_code_cell("alpha = 0.1", metadata={"tags": ["injected-parameters"]}))
         return nbformat.v4.new_notebook(cells=cells)
 
     plain = notebook(injected=False)
     fold_code(plain)
-    assert [c.metadata.get("tags") for c in plain.cells[1:]] == [["parameters", "hide-input"], ["hide-input"], ["remove-input"]]
+    assert [c.metadata.get("tags") for c in plain.cells[1:]] == [
+        ["parameters", "hide-input"],
+        ["hide-input"],
+        ["remove-input"],
+    ]
     assert "tags" not in plain.cells[0].metadata
 
     run = notebook(injected=True)
     fold_code(run)
     assert [c.metadata["tags"] for c in run.cells[1:]] == [
-        ["parameters", "remove-cell"], ["injected-parameters", "hide-input"], ["hide-input"], ["remove-input"]]
+        ["parameters", "remove-cell"],
+        ["injected-parameters", "hide-input"],
+        ["hide-input"],
+        ["remove-input"],
+    ]
 
 
 def test_rerun_command_writes_apart_from_the_build(tmp_path):
@@ -276,8 +306,9 @@ def test_rerun_command_writes_apart_from_the_build(tmp_path):
 
     from nona.pipeline.runner import RERUN_DIR, rerun_box, rerun_command
 
-    command = rerun_command("notebooks/finetune.md", "finetune-digits-rotation",
-                            {"dataset": "digits-rotation", "seeds": [0, 1, 2]})
+    command = rerun_command(
+        "notebooks/finetune.md", "finetune-digits-rotation", {"dataset": "digits-rotation", "seeds": [0, 1, 2]}
+    )
     words = shlex.split(command)
     assert words[0] == f"NONA_BUILD={RERUN_DIR}"
     assert words[1:5] == ["python", "-m", "nona.pipeline.runner", "notebooks/finetune.md"]
@@ -290,10 +321,12 @@ def test_rerun_command_writes_apart_from_the_build(tmp_path):
 @pytest.mark.slow
 def test_published_page_has_the_rerun_box_below_its_title(tmp_path, monkeypatch):
     monkeypatch.setenv("NONA_BUILD", str(tmp_path))
-    source = write_notebook(tmp_path / "tiny.md", "# Tiny\n\n```{code-cell} ipython3\n:tags: [parameters]\n\n"
-                                                  "n: int = 3  # how many\n```\n\n```{code-cell} ipython3\nprint(n)\n```\n")
-    out = run_notebook(source, tmp_path / "executed" / "tiny.ipynb", {"n": 4}, timeout=60,
-                       rerun_parameters={"n": 5})
+    source = write_notebook(
+        tmp_path / "tiny.md",
+        "# Tiny\n\n```{code-cell} ipython3\n:tags: [parameters]\n\n"
+        "n: int = 3  # how many\n```\n\n```{code-cell} ipython3\nprint(n)\n```\n",
+    )
+    out = run_notebook(source, tmp_path / "executed" / "tiny.ipynb", {"n": 4}, timeout=60, rerun_parameters={"n": 5})
     cells = json.loads(out.read_text())["cells"]
     assert cells[1]["metadata"]["tags"] == ["rerun-box"]
     assert '{"n": 5}' in "".join(cells[1]["source"])

@@ -35,7 +35,8 @@ def random_scores(seed: int, n: int, k: int, ties: bool = False) -> pd.DataFrame
 def drawn_groups(fig) -> list[tuple[str, ...]]:
     return [
         tuple(artist.get_gid().removeprefix("cd-group:").split("|"))
-        for ax in fig.axes for artist in ax.lines
+        for ax in fig.axes
+        for artist in ax.lines
         if (artist.get_gid() or "").startswith("cd-group:")
     ]
 
@@ -43,12 +44,14 @@ def drawn_groups(fig) -> list[tuple[str, ...]]:
 def label_texts(fig) -> dict[str, object]:
     return {
         text.get_gid().removeprefix("cd-label:"): text
-        for ax in fig.axes for text in ax.texts
+        for ax in fig.axes
+        for text in ax.texts
         if (text.get_gid() or "").startswith("cd-label:")
     }
 
 
 # --- the paper: Table 1 and Figure 5 ------------------------------------------------------------
+
 
 def test_table1_as_printed():
     table = paper_table1()
@@ -117,6 +120,7 @@ def test_paper_friedman_and_groups():
 
 # --- Demšar (2006), Sections 3.2.2 and 3.2.4 -------------------------------------------------------
 
+
 def test_demsar_worked_example_from_average_ranks():
     result = stats.friedman_from_ranks(DEMSAR_RANKS, DEMSAR.n)
     assert round(result.chi2, 2) == DEMSAR.chi2 == 9.28
@@ -158,7 +162,12 @@ def test_demsar_worked_example_from_table6():
 def test_demsar_ties_kept_move_the_ranks():
     table = stats.rank_table(DEMSAR_AUC, lower_is_better=False)
     assert table.ranks.loc["voting"].tolist() == [4.0, 1.0, 2.5, 2.5]
-    assert table.average_ranks.round(3).to_dict() == {"C4.5": 3.143, "C4.5+m": 2.0, "C4.5+cf": 2.929, "C4.5+m+cf": 1.929}
+    assert table.average_ranks.round(3).to_dict() == {
+        "C4.5": 3.143,
+        "C4.5+m": 2.0,
+        "C4.5+cf": 2.929,
+        "C4.5+m+cf": 1.929,
+    }
 
 
 @pytest.mark.parametrize(
@@ -180,6 +189,7 @@ def test_critical_values_match_demsar_table5(test, alpha, printed):
 
 
 # --- agreement with scipy, scikit-posthocs and statsmodels -------------------------------------
+
 
 @pytest.mark.parametrize(("seed", "n", "k"), [(0, 10, 4), (1, 14, 3), (2, 30, 7), (3, 5, 10)])
 def test_friedman_matches_scipy_without_ties(seed, n, k):
@@ -248,6 +258,7 @@ def test_wilcoxon_holm_identical_methods():
 
 # --- the CD diagram ----------------------------------------------------------------------------
 
+
 def _check_groups_against_pvalues(fig, scores, alpha):
     p = stats.nemenyi(scores)
     groups = drawn_groups(fig)
@@ -262,7 +273,9 @@ def _check_groups_against_pvalues(fig, scores, alpha):
     assert not any(set(g) < set(h) for g in groups for h in groups)
 
 
-@pytest.mark.parametrize(("seed", "n", "k", "alpha"), [(0, 10, 4, 0.05), (1, 20, 6, 0.05), (2, 25, 8, 0.10), (3, 30, 10, 0.05)])
+@pytest.mark.parametrize(
+    ("seed", "n", "k", "alpha"), [(0, 10, 4, 0.05), (1, 20, 6, 0.05), (2, 25, 8, 0.10), (3, 30, 10, 0.05)]
+)
 def test_cd_diagram_groups_agree_with_nemenyi(seed, n, k, alpha):
     scores = random_scores(seed, n, k)
     fig = stats.cd_diagram(scores, alpha=alpha)
@@ -281,8 +294,16 @@ def test_cd_diagram_with_tied_average_ranks():
 def test_cd_diagram_ten_methods_labels_do_not_overlap():
     rng = np.random.default_rng(9)
     names = [
-        "Dense", "Dense + k-NN", "NONA", "NONA + k-NN", "NONA (S1, global)", "NONA (S2, pointwise) + k-NN",
-        "NNK", "Ridge on frozen features", "k-NN (k=5)", "Random forest",
+        "Dense",
+        "Dense + k-NN",
+        "NONA",
+        "NONA + k-NN",
+        "NONA (S1, global)",
+        "NONA (S2, pointwise) + k-NN",
+        "NNK",
+        "Ridge on frozen features",
+        "k-NN (k=5)",
+        "Random forest",
     ]
     scores = pd.DataFrame(rng.normal(size=(15, 10)) + np.linspace(0.0, 2.0, 10), columns=names)
     fig = stats.cd_diagram(scores)
@@ -301,7 +322,9 @@ def test_cd_diagram_ten_methods_labels_do_not_overlap():
     # Every text of the figure (ticks, CD label) stays inside it too.
     for text in fig.axes[0].texts:
         box = text.get_window_extent(renderer)
-        assert figure_box.x0 <= box.x0 and box.x1 <= figure_box.x1 and figure_box.y0 <= box.y0 and box.y1 <= figure_box.y1
+        assert (
+            figure_box.x0 <= box.x0 and box.x1 <= figure_box.x1 and figure_box.y0 <= box.y0 and box.y1 <= figure_box.y1
+        )
 
 
 def test_cd_diagram_into_given_axes():

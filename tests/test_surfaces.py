@@ -11,8 +11,19 @@ from nona.train import TrainConfig, fit, predict
 
 
 def config(**changes) -> TrainConfig:
-    base = dict(head="nona", similarity="l2", softstep="none", embed_dim=2, hidden=1, batch_size=16,
-                lr=0.03, max_epochs=3, patience=2, device="cpu", seed=0)
+    base = dict(
+        head="nona",
+        similarity="l2",
+        softstep="none",
+        embed_dim=2,
+        hidden=1,
+        batch_size=16,
+        lr=0.03,
+        max_epochs=3,
+        patience=2,
+        device="cpu",
+        seed=0,
+    )
     return TrainConfig(**{**base, **changes})
 
 

@@ -270,7 +270,11 @@ def test_statistics_helpers():
     lo, hi = wilson_interval(60, 100)
     assert lo < 0.6 < hi
     corr = th.log_correlations(np.arange(5.0), 2 * np.arange(5.0))
-    assert corr["pearson"] == pytest.approx(1) and corr["spearman"] == pytest.approx(1) and corr["slope"] == pytest.approx(2)
+    assert (
+        corr["pearson"] == pytest.approx(1)
+        and corr["spearman"] == pytest.approx(1)
+        and corr["slope"] == pytest.approx(2)
+    )
     with pytest.raises(ValueError):
         th.synthetic_task(10, dim=3)
     with pytest.raises(ValueError):

@@ -39,11 +39,19 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, index: Any) -> "Dataset":
+    def subset(self, index: Any) -> Dataset:
         """The samples at ``index`` (integer positions) as a new Dataset."""
         index = np.asarray(index, dtype=np.int64)
         inputs = self.inputs[index] if isinstance(self.inputs, np.ndarray) else [self.inputs[i] for i in index]
-        return Dataset(self.name, self.modality, inputs, self.labels[index], [self.ids[i] for i in index], self.sample_rate, dict(self.meta))
+        return Dataset(
+            self.name,
+            self.modality,
+            inputs,
+            self.labels[index],
+            [self.ids[i] for i in index],
+            self.sample_rate,
+            dict(self.meta),
+        )
 
     def fingerprint(self) -> str:
         """SHA-256 of ids, labels and inputs (file paths count by path, size and mtime), for cache keys."""
@@ -111,5 +119,7 @@ def log_labels(name: str, values: np.ndarray, ids: list[str], column: str, sourc
     """Natural log of positive values; ValueError naming rows that are zero or negative."""
     bad = [ids[i] for i in np.flatnonzero(~(values > 0))]
     if bad:
-        raise ValueError(f"dataset {name!r}: {column!r} must be positive to take its log in {source}; id(s) {_show(bad)}")
+        raise ValueError(
+            f"dataset {name!r}: {column!r} must be positive to take its log in {source}; id(s) {_show(bad)}"
+        )
     return np.log(values)

@@ -9,7 +9,9 @@ from nona.data.manifests import file_path
 from nona.data.synthetic import heart_rate_audio, make_surface
 
 
-def load_digits_rotation(manifest: dict, seed: int = 0, rotations: int = 2, size: int = 32, max_angle: float = 45.0) -> Dataset:
+def load_digits_rotation(
+    manifest: dict, seed: int = 0, rotations: int = 2, size: int = 32, max_angle: float = 45.0
+) -> Dataset:
     """sklearn's 1,797 handwritten digits, each rotated ``rotations`` times by a uniform angle; label = angle (degrees)."""
     from scipy import ndimage  # imported on use: it is slow to import and only this generator needs it
     from sklearn.datasets import load_digits
@@ -25,10 +27,14 @@ def load_digits_rotation(manifest: dict, seed: int = 0, rotations: int = 2, size
     ids = []
     for i, image in enumerate(big):
         for k in range(rotations):
-            images[i * rotations + k] = ndimage.rotate(image, angles[i, k], reshape=False, order=1, mode="constant", cval=0.0)
+            images[i * rotations + k] = ndimage.rotate(
+                image, angles[i, k], reshape=False, order=1, mode="constant", cval=0.0
+            )
             ids.append(f"d{i:04d}-r{k}")
     labels = check_labels(manifest["name"], angles.ravel(), ids, manifest["label"]["range"], "the generated angles")
-    return Dataset(manifest["name"], "image", np.clip(images, 0.0, 1.0), labels, ids, meta={"seed": seed, "rotations": rotations})
+    return Dataset(
+        manifest["name"], "image", np.clip(images, 0.0, 1.0), labels, ids, meta={"seed": seed, "rotations": rotations}
+    )
 
 
 def load_vader_valence(manifest: dict) -> Dataset:
@@ -54,10 +60,14 @@ def load_heart_rate_audio(manifest: dict, seed: int = 0, n_clips: int | None = N
     clips, rates = heart_rate_audio(n_clips=n_clips, seed=seed)
     ids = [f"hr-{i:04d}" for i in range(n_clips)]
     labels = check_labels(manifest["name"], rates, ids, manifest["label"]["range"], "the generator")
-    return Dataset(manifest["name"], "audio", clips, labels, ids, sample_rate=4000, meta={"synthetic": True, "seed": seed})
+    return Dataset(
+        manifest["name"], "audio", clips, labels, ids, sample_rate=4000, meta={"synthetic": True, "seed": seed}
+    )
 
 
-def load_synthetic_2d(manifest: dict, target: str = "spiral", n: int | None = None, noise: float = 0.05, seed: int = 0) -> Dataset:
+def load_synthetic_2d(
+    manifest: dict, target: str = "spiral", n: int | None = None, noise: float = 0.05, seed: int = 0
+) -> Dataset:
     """SYNTHETIC Figure 3 points on [-1, 1]^2 (float32 (n, 2)) and noisy ``target`` values."""
     n = n or manifest["n_samples"]
     points, values = make_surface(target, n=n, noise=noise, seed=seed)

@@ -53,7 +53,7 @@ def validate_manifest(manifest: dict[str, Any], source: str = "manifest") -> Non
         raise ValueError(f"{source}: label.range must be [lo, hi] with lo < hi, got {[lo, hi]}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _read_manifest(name: str) -> str:
     path = MANIFEST_DIR / f"{name}.yaml"
     if not path.is_file():
@@ -91,7 +91,9 @@ def package_dir(import_name: str) -> Path:
     """The folder that contains the installed package ``import_name`` (its site-packages)."""
     spec = importlib.util.find_spec(import_name)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {import_name!r} is not installed; install the companion with `pip install -e .[book]`")
+        raise FileNotFoundError(
+            f"package {import_name!r} is not installed; install the companion with `pip install -e .[book]`"
+        )
     return Path(next(iter(spec.submodule_search_locations))).parent
 
 
@@ -131,7 +133,9 @@ def missing_message(manifest: dict[str, Any], missing: list[Path], root: Path) -
     )
 
 
-def verify_files(name_or_manifest: str | dict[str, Any], root: Path | None = None, checksums: bool = True) -> list[Path]:
+def verify_files(
+    name_or_manifest: str | dict[str, Any], root: Path | None = None, checksums: bool = True
+) -> list[Path]:
     """Check that a dataset's required files exist and match their checksums; return their paths.
 
     Raises FileNotFoundError (naming the manifest and saying how to get the data)

@@ -83,7 +83,9 @@ def load_medsegbench_brifiseg(manifest: dict, root: Path) -> Dataset:
         for split in ("train", "val", "test"):
             for key in (f"{split}_images", f"{split}_label"):
                 if key not in npz.files:
-                    raise ValueError(f"dataset {manifest['name']!r}: array {key!r} not found in {path}; found {', '.join(npz.files)}")
+                    raise ValueError(
+                        f"dataset {manifest['name']!r}: array {key!r} not found in {path}; found {', '.join(npz.files)}"
+                    )
             image, mask = npz[f"{split}_images"], npz[f"{split}_label"]
             if image.ndim == 4 and image.shape[-1] == 1:
                 image = image[..., 0]
@@ -141,7 +143,14 @@ def load_books(manifest: dict, root: Path) -> Dataset:
 def load_austin(manifest: dict, root: Path) -> Dataset:
     """Austin housing: listing descriptions and log price (listings without a description are dropped)."""
     return _text_dataset(
-        manifest, root, "austin/austinHousingData.csv", "description", "latestPrice", "zpid", log=True, drop_empty_text=True
+        manifest,
+        root,
+        "austin/austinHousingData.csv",
+        "description",
+        "latestPrice",
+        "zpid",
+        log=True,
+        drop_empty_text=True,
     )
 
 
@@ -164,7 +173,9 @@ def load_coughvid(manifest: dict, root: Path) -> Dataset:
     y = _labels(manifest, frame, "age", ids, source)
     paths = [root / "coughvid" / "wav" / f"{i}.wav" for i in ids]
     _require(manifest, root, paths)
-    clips = _read_clips(manifest, paths, COUGHVID_RATE, lambda a: loudest_window(a, COUGHVID_RATE, COUGHVID_RATE // 100))
+    clips = _read_clips(
+        manifest, paths, COUGHVID_RATE, lambda a: loudest_window(a, COUGHVID_RATE, COUGHVID_RATE // 100)
+    )
     return Dataset(manifest["name"], "audio", clips, y, ids, sample_rate=COUGHVID_RATE)
 
 

@@ -46,7 +46,9 @@ def _strata(labels: np.ndarray, n_bins: int, test_size: int) -> np.ndarray | Non
     return None
 
 
-def _split(indices: np.ndarray, labels: np.ndarray, fraction: float, n_bins: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _split(
+    indices: np.ndarray, labels: np.ndarray, fraction: float, n_bins: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     n = len(indices)
     test_size = int(np.ceil(fraction * n))
     if test_size < 1 or test_size >= n:
@@ -89,7 +91,7 @@ class LabelScaler:
     hi: float
 
     @classmethod
-    def fit(cls, labels: Any) -> "LabelScaler":
+    def fit(cls, labels: Any) -> LabelScaler:
         """Fit on training labels; ValueError when they are empty, contain NaN/inf or are constant."""
         y = np.asarray(labels, dtype=np.float64).ravel()
         if y.size == 0:
@@ -114,6 +116,6 @@ class LabelScaler:
         return {"lo": self.lo, "hi": self.hi}
 
     @classmethod
-    def from_dict(cls, d: dict[str, float]) -> "LabelScaler":
+    def from_dict(cls, d: dict[str, float]) -> LabelScaler:
         """Rebuild from ``to_dict`` output."""
         return cls(lo=float(d["lo"]), hi=float(d["hi"]))

@@ -32,7 +32,9 @@ def _remove_live_temporaries_and_terminate(signum: int, frame: Any) -> None:
 def _sigterm_removes_temporaries() -> Iterator[None]:
     # Only the main thread may install handlers, and a handler someone else installed
     # (the runner's, which raises) already leads to the cleanup of the ``finally`` below.
-    install = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    install = (
+        threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    )
     if install:
         signal.signal(signal.SIGTERM, _remove_live_temporaries_and_terminate)
     try:

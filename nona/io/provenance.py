@@ -23,14 +23,20 @@ def git_commit() -> str:
             ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "")
 
 
-def package_versions(names: tuple[str, ...] = ("nona", "torch", "numpy", "scipy", "scikit-learn", "pandas")) -> dict[str, str]:
+def package_versions(
+    names: tuple[str, ...] = ("nona", "torch", "numpy", "scipy", "scikit-learn", "pandas"),
+) -> dict[str, str]:
     """Installed versions of the named distributions (``missing`` where not installed)."""
     versions = {"python": platform.python_version()}
     for name in names:
@@ -48,9 +54,15 @@ def current_notebook() -> tuple[str | None, dict]:
 
 def run_provenance(device: str, started: str) -> dict:
     """Where and when a training run ran: package versions, commit, device, start and end times."""
-    return {"versions": package_versions(), "commit": git_commit(), "device": device, "started": started, "finished": now()}
+    return {
+        "versions": package_versions(),
+        "commit": git_commit(),
+        "device": device,
+        "started": started,
+        "finished": now(),
+    }
 
 
 def now() -> str:
     """The current UTC time in ISO 8601."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -31,7 +31,9 @@ def site_url() -> str:
     """The published site's base address, ending in ``/``: ``$NONA_SITE_URL``, else ``html.baseurl`` of ``_config.yml``."""
     url = os.environ.get(SITE_URL_ENV) or (_site_config().get("html") or {}).get("baseurl") or ""
     if not url.startswith(("https://", "http://")):
-        raise ValueError(f"the site's address must be an http(s) URL (html.baseurl in _config.yml or {SITE_URL_ENV}); got {url!r}")
+        raise ValueError(
+            f"the site's address must be an http(s) URL (html.baseurl in _config.yml or {SITE_URL_ENV}); got {url!r}"
+        )
     return url.rstrip("/") + "/"
 
 

@@ -22,7 +22,9 @@ PAPER_KEY = "susman2025nona"
 COMPANION_KEY = "nonacompanion"
 
 # Accented letters of the authors' names, as classic BibTeX (8-bit) expects them.
-_LATEX_ACCENTS = str.maketrans({"á": r"{\'a}", "é": r"{\'e}", "í": r"{\'i}", "ó": r"{\'o}", "ú": r"{\'u}", "ñ": r"{\~n}", "ü": r'{\"u}'})
+_LATEX_ACCENTS = str.maketrans(
+    {"á": r"{\'a}", "é": r"{\'e}", "í": r"{\'i}", "ó": r"{\'o}", "ú": r"{\'u}", "ñ": r"{\~n}", "ü": r"{\"u}"}
+)
 
 
 @functools.lru_cache(maxsize=4)

@@ -24,7 +24,9 @@ FORMATS = ("svg", "pdf", "png")
 _ID_PATTERN = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
-_BIBTEX_SPECIAL = str.maketrans({"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": "(", "}": ")", "\\": "/"})
+_BIBTEX_SPECIAL = str.maketrans(
+    {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": "(", "}": ")", "\\": "/"}
+)
 
 
 def bibtex_text(text: str) -> str:
@@ -45,7 +47,9 @@ def bibtex_entry(record: dict, site_title: str = "NONA companion") -> str:
     version = record.get("version") or companion_version()
     url = record.get("url") or figure_url(record)
     parameters = ", ".join(f"{k}={v!r}" for k, v in sorted((record.get("parameters") or {}).items())) or "its defaults"
-    made_by = f"by notebook {record['notebook']} with {parameters}" if record.get("notebook") else "in an interactive session"
+    made_by = (
+        f"by notebook {record['notebook']} with {parameters}" if record.get("notebook") else "in an interactive session"
+    )
     files = f"{site_url()}figures/{record['id']}.svg (also .pdf, .png)"
     # Double braces keep the title's capitals; howpublished and url let a reader find the figure.
     return (

@@ -75,7 +75,12 @@ def exact(value: Any, digits: int | None = None, rel: float = 1e-9, label: str |
 
 def statistical(value: float, se: float, label: str | None = None, **extra: Any) -> dict[str, Any]:
     """A trained result with the standard error of ``value`` (e.g. std / sqrt(n seeds))."""
-    number = {"kind": "statistical", "value": _plain(value), "se": _plain(se), **{k: _plain(v) for k, v in extra.items()}}
+    number = {
+        "kind": "statistical",
+        "value": _plain(value),
+        "se": _plain(se),
+        **{k: _plain(v) for k, v in extra.items()},
+    }
     return _labelled(number, label)
 
 
@@ -91,8 +96,9 @@ def approximate(value: float, rel: float = 0.25, label: str | None = None) -> di
     return _labelled({"kind": "approximate", "value": _plain(value), "rel": rel}, label)
 
 
-def selection(choice: str, scores: Mapping[str, float], se: Mapping[str, float] | None = None,
-              label: str | None = None) -> dict[str, Any]:
+def selection(
+    choice: str, scores: Mapping[str, float], se: Mapping[str, float] | None = None, label: str | None = None
+) -> dict[str, Any]:
     """A choice among candidates by score (lower is better), with every candidate's score and standard error.
 
     ``margin`` is the runner-up's score minus the winner's, ``noise`` the standard
@@ -149,8 +155,9 @@ def published_file(profile: str, build_dir: str | Path | None = None) -> Path:
     return Path(build_dir or BUILD_DIR) / "results" / profile / "published.json"
 
 
-def record_numbers(numbers: Mapping[str, Any], page: str | None = None, profile: str | None = None,
-                   build_dir: str | Path | None = None) -> Path | None:
+def record_numbers(
+    numbers: Mapping[str, Any], page: str | None = None, profile: str | None = None, build_dir: str | Path | None = None
+) -> Path | None:
     """Write a page's published numbers to ``build/published/<profile>/<page>.json``.
 
     ``page`` defaults to the executed notebook's name (``statistics-build`` for the
@@ -197,8 +204,12 @@ def machine_description() -> dict[str, Any]:
     }
 
 
-def collect(profile: str, pages: list[str] | None = None, build_dir: str | Path | None = None,
-            machine: dict[str, Any] | None = None) -> dict[str, Any]:
+def collect(
+    profile: str,
+    pages: list[str] | None = None,
+    build_dir: str | Path | None = None,
+    machine: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Gather every page's numbers of a build into ``build/results/<profile>/published.json``; returns its content.
 
     ``pages`` (the executed notebooks of the build) keeps out pages left over from
@@ -235,13 +246,16 @@ def load_published(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{path} does not exist")
     content = json.loads(path.read_text())
     if content.get("format") != FORMAT or content.get("version") != VERSION:
-        raise ValueError(f"{path} is not a {FORMAT} file of version {VERSION} "
-                         f"(format {content.get('format')!r}, version {content.get('version')!r})")
+        raise ValueError(
+            f"{path} is not a {FORMAT} file of version {VERSION} "
+            f"(format {content.get('format')!r}, version {content.get('version')!r})"
+        )
     return content
 
 
-def noise_se(summary: Any, statistic: Callable[[Any], Mapping[str, float]], draws: int = 200,
-             seed: int = 0) -> dict[str, float]:
+def noise_se(
+    summary: Any, statistic: Callable[[Any], Mapping[str, float]], draws: int = 200, seed: int = 0
+) -> dict[str, float]:
     """Standard errors of statistics of a results table, from its seed spread (a parametric bootstrap).
 
     ``summary`` has the columns dataset, method, mean, std and n_seeds (or a

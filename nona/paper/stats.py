@@ -92,7 +92,8 @@ def check_scores(scores: pd.DataFrame) -> pd.DataFrame:
     if duplicated:
         raise ValueError(f"method names must be unique; repeated column(s): {duplicated}")
     non_numeric = [
-        column for column in scores.columns
+        column
+        for column in scores.columns
         if not pd.api.types.is_numeric_dtype(scores[column]) or pd.api.types.is_bool_dtype(scores[column])
     ]
     if non_numeric:
@@ -118,9 +119,7 @@ def scores_table(results: pd.DataFrame, value: str = "mean") -> pd.DataFrame:
     required = ["dataset", "method", value]
     absent = [column for column in required if column not in results.columns]
     if absent:
-        raise ValueError(
-            f"results table lacks column(s) {absent}; it needs {required}, has {list(results.columns)}"
-        )
+        raise ValueError(f"results table lacks column(s) {absent}; it needs {required}, has {list(results.columns)}")
     repeated = results[results.duplicated(["dataset", "method"], keep=False)]
     if not repeated.empty:
         pairs = sorted(set(zip(repeated["dataset"], repeated["method"])))
@@ -413,8 +412,12 @@ def _draw_cd(
     for end in (x(1), x(1) + cd * scale):
         ax.plot([end, end], [y_cd - 0.05, y_cd + 0.05], lw=1.0, **line)
     ax.text(
-        x(1) + cd * scale / 2, y_cd - 0.08, f"CD = {cd:.2f} (α = {alpha:g})",
-        ha="center", va="bottom", fontsize=tick_fontsize,
+        x(1) + cd * scale / 2,
+        y_cd - 0.08,
+        f"CD = {cd:.2f} (α = {alpha:g})",
+        ha="center",
+        va="bottom",
+        fontsize=tick_fontsize,
     )
 
     for group, (x_start, x_end), bar_row in zip(groups, bar_extents, bar_rows):

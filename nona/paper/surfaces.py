@@ -18,7 +18,9 @@ def linear_map_model(in_dim: int, config: TrainConfig) -> RegressionModel:
     if config.head != "nona":
         raise ValueError(f"a linear-map model needs the NONA head, got head={config.head!r}")
     if config.embed_dim != in_dim:
-        raise ValueError(f"the identity start needs embed_dim == in_dim, got embed_dim={config.embed_dim}, in_dim={in_dim}")
+        raise ValueError(
+            f"the identity start needs embed_dim == in_dim, got embed_dim={config.embed_dim}, in_dim={in_dim}"
+        )
     model = RegressionModel(in_dim, config)
     linear = nn.Linear(in_dim, in_dim)
     with torch.no_grad():

@@ -40,8 +40,12 @@ def bundle_name(profile: str, version: str | None = None) -> str:
 
 def pip_freeze() -> str:
     """``pip freeze`` of the running interpreter's environment (the companion itself as a name and version)."""
-    done = subprocess.run([sys.executable, "-m", "pip", "freeze", "--exclude-editable", "--disable-pip-version-check"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "freeze", "--exclude-editable", "--disable-pip-version-check"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return done.stdout + f"# this checkout, installed editable:\nnona=={companion_version()}\n"
 
 
@@ -57,12 +61,20 @@ def bundle_contents(profile: str, build: Path, site: Path) -> tuple[dict[str, Pa
         "figures": (build / "site" / "figures", "no published figures"),
     }
     for part, (folder, what) in required.items():
-        if not folder.is_dir() or not any(folder.iterdir()) or (part == "site" and not (folder / "index.html").is_file()):
+        if (
+            not folder.is_dir()
+            or not any(folder.iterdir())
+            or (part == "site" and not (folder / "index.html").is_file())
+        ):
             raise FileNotFoundError(
                 f"{what} ({folder} is missing or empty): build it first with `make book PROFILE={profile}` "
                 f"(or `make site PROFILE={profile}` when the notebooks were already executed), then run `make bundle` again"
             )
-    optional = {"runs": build / "runs" / profile, "ablation": build / "ablation" / profile, "results": build / "results" / profile}
+    optional = {
+        "runs": build / "runs" / profile,
+        "ablation": build / "ablation" / profile,
+        "results": build / "results" / profile,
+    }
     folders = {**{k: v for k, (v, _) in required.items()}, **{k: v for k, v in optional.items() if v.is_dir()}}
     files: dict[str, Path] = {}
     for part, folder in folders.items():
@@ -93,10 +105,22 @@ def make_bundle(
         "environment/pip-freeze.txt": (freeze if freeze is not None else pip_freeze()).encode(),
         "CITATION.cff": (REPO_ROOT / "CITATION.cff").read_bytes(),
         "CITATION.bib": cff_bibtex().encode(),
-        "BUNDLE.json": (json.dumps({
-            "name": name, "version": version, "profile": profile, "commit": git_commit(), "created": now(),
-            "site_url": site_url(), "python": sys.version.split()[0], "absent": absent,
-        }, indent=2) + "\n").encode(),
+        "BUNDLE.json": (
+            json.dumps(
+                {
+                    "name": name,
+                    "version": version,
+                    "profile": profile,
+                    "commit": git_commit(),
+                    "created": now(),
+                    "site_url": site_url(),
+                    "python": sys.version.split()[0],
+                    "absent": absent,
+                },
+                indent=2,
+            )
+            + "\n"
+        ).encode(),
     }
     digests = {arcname: _sha256(path.read_bytes()) for arcname, path in files.items()}
     digests.update({arcname: _sha256(data) for arcname, data in generated.items()})
@@ -129,8 +153,11 @@ def verify_bundle(archive: str | Path) -> int:
         present = {n.split("/", 1)[1] for n in members} - {CHECKSUMS}
         problems = [f"missing: {n}" for n in sorted(set(listed) - present)]
         problems += [f"not in {CHECKSUMS}: {n}" for n in sorted(present - set(listed))]
-        problems += [f"altered: {n}" for n in sorted(set(listed) & present)
-                     if _sha256(tar.extractfile(members[f"{root}/{n}"]).read()) != listed[n]]
+        problems += [
+            f"altered: {n}"
+            for n in sorted(set(listed) & present)
+            if _sha256(tar.extractfile(members[f"{root}/{n}"]).read()) != listed[n]
+        ]
     if problems:
         raise ValueError(f"{archive} does not match its {CHECKSUMS}:\n  " + "\n  ".join(problems))
     return len(listed)
@@ -153,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="quick", help="the built profile (default: quick)")
     parser.add_argument("--out", default=str(REPO_ROOT / "dist"), help="folder of the archive (default: dist/)")
     parser.add_argument("--build", default=str(BUILD_DIR), help="the build folder (default: $NONA_BUILD or build/)")
-    parser.add_argument("--site", default=str(REPO_ROOT / "_build" / "html"), help="the built site (default: _build/html)")
+    parser.add_argument(
+        "--site", default=str(REPO_ROOT / "_build" / "html"), help="the built site (default: _build/html)"
+    )
     parser.add_argument("--verify", metavar="ARCHIVE", help="only check an existing archive against its SHA256SUMS")
     args = parser.parse_args(argv)
     try:
@@ -167,8 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     count = verify_bundle(archive)
     print(f"{archive}: {count} files with their SHA-256 in {CHECKSUMS}")
     if git_commit().endswith("-dirty"):
-        print("[nona.pipeline.bundle] note: the working tree has uncommitted changes (BUNDLE.json records the commit as -dirty)",
-              file=sys.stderr)
+        print(
+            "[nona.pipeline.bundle] note: the working tree has uncommitted changes (BUNDLE.json records the commit as -dirty)",
+            file=sys.stderr,
+        )
     return 0
 
 

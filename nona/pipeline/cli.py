@@ -63,7 +63,9 @@ def _data_describe(args: argparse.Namespace) -> int:
         f"\nbackbones: paper {fe.get('backbone')}, quick profile {fe['quick_profile_backbone']}"
     )
     split = m["split"]
-    print(f"\nsplit: test {split['test_fraction']}, validation {split['val_fraction']} of the rest, {split['label_bins']} label bins")
+    print(
+        f"\nsplit: test {split['test_fraction']}, validation {split['val_fraction']} of the rest, {split['label_bins']} label bins"
+    )
     if m["paper_results"]:
         print("\npaper Table 1 (test MSE x 10^3, mean +- std over 10 splits):")
         for head, r in m["paper_results"].items():
@@ -115,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("names", nargs="*", metavar="NAME")
     check.add_argument("--all", action="store_true", help="check every dataset")
     check.add_argument("--no-checksums", action="store_true", help="only check that the files exist")
-    check.add_argument("--load", action="store_true", help="also load the dataset: every sample's file and label is checked")
+    check.add_argument(
+        "--load", action="store_true", help="also load the dataset: every sample's file and label is checked"
+    )
     check.set_defaults(func=_data_check)
     _add_reproduce(commands)
     return parser
@@ -123,16 +127,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_reproduce(commands) -> None:
     """``nona reproduce check | freeze`` (see nona.pipeline.reproduce)."""
-    reproduce = commands.add_parser("reproduce", help="compare this build's published numbers with the reference and the paper")
+    reproduce = commands.add_parser(
+        "reproduce", help="compare this build's published numbers with the reference and the paper"
+    )
     sub = reproduce.add_subparsers(dest="action", required=True)
-    check = sub.add_parser("check", help="print the reproduction report; exit 1 if an exact item fails, 2 if nothing to compare")
+    check = sub.add_parser(
+        "check", help="print the reproduction report; exit 1 if an exact item fails, 2 if nothing to compare"
+    )
     freeze = sub.add_parser("freeze", help="make this build's published numbers the shipped reference of its profile")
     for parser in (check, freeze):
         parser.add_argument("--profile", default="quick", help="the build's profile (default: quick)")
         parser.add_argument("--build", default=None, help="the build folder (default: $NONA_BUILD or build/)")
-        parser.add_argument("--reference", default=None, help="the reference file (default: reference/published-<profile>.json)")
-    check.add_argument("--allow-missing-reference", action="store_true",
-                       help="without a reference, check the paper's claims only and exit 0 (default: exit 2)")
+        parser.add_argument(
+            "--reference", default=None, help="the reference file (default: reference/published-<profile>.json)"
+        )
+    check.add_argument(
+        "--allow-missing-reference",
+        action="store_true",
+        help="without a reference, check the paper's claims only and exit 0 (default: exit 2)",
+    )
     check.set_defaults(func=lambda a: _reproduce(a, "check"))
     freeze.set_defaults(func=lambda a: _reproduce(a, "freeze"))
 

@@ -102,7 +102,11 @@ class RunRecord:
     def head_settings(self) -> tuple[tuple[str, Any], ...]:
         """The settings that define the head (the similarity and SoftStep only where the head uses them)."""
         c = self.config
-        keys = ("batch_size", "embed_dim") if c["head"] == "dense" else ("similarity", "softstep", "batch_size", "embed_dim")
+        keys = (
+            ("batch_size", "embed_dim")
+            if c["head"] == "dense"
+            else ("similarity", "softstep", "batch_size", "embed_dim")
+        )
         return tuple((k, c[k]) for k in keys)
 
     def embeddings(self) -> dict[str, np.ndarray]:
@@ -118,7 +122,9 @@ def load_records(runs_dir: str | Path, datasets: list[str] | None = None) -> lis
     if datasets is not None:
         missing = sorted(set(datasets) - {r.dataset for r in records})
         if missing:
-            raise FileNotFoundError(f"no run records for {', '.join(missing)} under {runs_dir}; run the fine-tuning step first")
+            raise FileNotFoundError(
+                f"no run records for {', '.join(missing)} under {runs_dir}; run the fine-tuning step first"
+            )
         records = [r for r in records if r.dataset in datasets]
     return records
 
@@ -126,7 +132,9 @@ def load_records(runs_dir: str | Path, datasets: list[str] | None = None) -> lis
 def method_table(records: list[RunRecord]) -> pd.DataFrame:
     """One row per (dataset, method, seed) with its test MSE, epochs and training seconds."""
     rows = [
-        {**row, "epochs": r.data["epochs"], "seconds": r.data["train_seconds"]} for r in records for row in r.method_rows()
+        {**row, "epochs": r.data["epochs"], "seconds": r.data["train_seconds"]}
+        for r in records
+        for row in r.method_rows()
     ]
     if not rows:
         raise FileNotFoundError("no run records to tabulate; run the fine-tuning step first (make book)")

@@ -58,12 +58,12 @@ THEORY_STEPS = {
 }
 RULES = {
     "exact": "computation on fixed data: equal to the last printed digit, or within the stated relative tolerance; "
-             "a failure is an error",
+    "a failure is an error",
     "statistical": "trained result: difference within 2 standard errors of the difference, "
-                   "2·sqrt(se_this² + se_ref²), each from its build's seed spread; reported, not an error",
+    "2·sqrt(se_this² + se_ref²), each from its build's seed spread; reported, not an error",
     "approximate": "single trained run without a seed spread: within the stated relative tolerance; reported, not an error",
     "selection": "choice among candidates: the same choice, else 'selection differs' with this build's margin "
-                 "(within noise when below 2 standard errors); reported, not an error",
+    "(within noise when below 2 standard errors); reported, not an error",
 }
 
 
@@ -121,8 +121,11 @@ class Report:
         """The top line: "N of M reproduced", and what the others are."""
         rows = self.counted
         failed = [r for r in rows if r.verdict == FAIL]
-        parts = [f"{sum(r.error for r in failed)} exact ✗", f"{sum(not r.error for r in failed)} statistical ✗",
-                 f"{sum(r.verdict == DIFFERS for r in rows)} selection differs"]
+        parts = [
+            f"{sum(r.error for r in failed)} exact ✗",
+            f"{sum(not r.error for r in failed)} statistical ✗",
+            f"{sum(r.verdict == DIFFERS for r in rows)} selection differs",
+        ]
         line = f"{self.n_reproduced} of {len(rows)} reproduced ({', '.join(parts)})"
         if self.reference_missing:
             line += f"; NO REFERENCE for the {self.profile} profile: only the paper's claims were checked"
@@ -240,8 +243,13 @@ def selection_margin(build: dict[str, Any], reference_choice: str) -> str:
 
 
 RULE_SHORT = {
-    "exact": lambda n: (f"last printed digit ({n['digits']} decimals)" if n.get("digits") is not None
-                        else "equal" if isinstance(n.get("value"), (bool, str)) else f"relative {n.get('rel', 1e-9):g}"),
+    "exact": lambda n: (
+        f"last printed digit ({n['digits']} decimals)"
+        if n.get("digits") is not None
+        else "equal"
+        if isinstance(n.get("value"), (bool, str))
+        else f"relative {n.get('rel', 1e-9):g}"
+    ),
     "statistical": lambda n: "|Δ| ≤ 2 SE",
     "approximate": lambda n: f"relative {n.get('rel', 0.25):g}",
     "selection": lambda n: "same choice",
@@ -278,61 +286,130 @@ def paper_claims(numbers: dict[str, Any]) -> list[Row]:
         difference = nona["value"] - dense["value"]
         tol = statistical_tolerance(nona.get("se"), dense.get("se"))
         beyond = "beyond" if abs(difference) > tol else "within"
-        rows.append(_claim(f"NONA below Dense on {dataset}", f"paper: NONA below Dense on {n_below} of {len(paper_wide)} datasets",
-                           f"NONA {format_number(nona)} vs Dense {format_number(dense)} (test MSE ×10³)", "NONA mean < Dense mean",
-                           difference < 0, "statistical", f"Δ = {difference:+.3g}, {beyond} 2 SE ({tol:.2g})"))
+        rows.append(
+            _claim(
+                f"NONA below Dense on {dataset}",
+                f"paper: NONA below Dense on {n_below} of {len(paper_wide)} datasets",
+                f"NONA {format_number(nona)} vs Dense {format_number(dense)} (test MSE ×10³)",
+                "NONA mean < Dense mean",
+                difference < 0,
+                "statistical",
+                f"Δ = {difference:+.3g}, {beyond} 2 SE ({tol:.2g})",
+            )
+        )
     # The median reduction.
     printed = _get(numbers, "results/paper-median-reduction")
-    rows.append(_claim("the paper's median Dense → NONA reduction, recomputed from its printed Table 1", "32.2% (printed)",
-                       _fmt(printed, 1) + ("%" if printed is not None else ""), "last printed digit (1 decimal)",
-                       None if printed is None else exact_agrees(printed, 32.2, 1), "exact"))
+    rows.append(
+        _claim(
+            "the paper's median Dense → NONA reduction, recomputed from its printed Table 1",
+            "32.2% (printed)",
+            _fmt(printed, 1) + ("%" if printed is not None else ""),
+            "last printed digit (1 decimal)",
+            None if printed is None else exact_agrees(printed, 32.2, 1),
+            "exact",
+        )
+    )
     reduction = numbers.get("results/median-reduction")
-    rows.append(_claim("median Dense → NONA reduction in this build is positive", "paper: 32.2% over its ten datasets",
-                       "—" if reduction is None else f"{format_number(reduction)}%", "> 0 (datasets and training differ from the paper's)",
-                       None if reduction is None else reduction["value"] > 0, "statistical"))
+    rows.append(
+        _claim(
+            "median Dense → NONA reduction in this build is positive",
+            "paper: 32.2% over its ten datasets",
+            "—" if reduction is None else f"{format_number(reduction)}%",
+            "> 0 (datasets and training differ from the paper's)",
+            None if reduction is None else reduction["value"] > 0,
+            "statistical",
+        )
+    )
     # Ranks: both NONA methods above both dense methods.
-    for page, who, kind in (("statistics", "the paper's Table 1 (printed ties resolved)", "exact"),
-                            ("results", "this build's Table 1", "statistical")):
+    for page, who, kind in (
+        ("statistics", "the paper's Table 1 (printed ties resolved)", "exact"),
+        ("results", "this build's Table 1", "statistical"),
+    ):
         ranks = {m: _get(numbers, f"{page}/average-rank/{m}") for m in DENSE_METHODS + NONA_METHODS}
         known = all(_finite(r) for r in ranks.values())
         ok = known and max(ranks[m] for m in NONA_METHODS) < min(ranks[m] for m in DENSE_METHODS)
-        rows.append(_claim(f"NONA and NONA + k-NN ranked above both dense methods, on {who}",
-                           "paper: average ranks NONA, NONA + k-NN < Dense, Dense + k-NN",
-                           ", ".join(f"{m} {r:.3g}" for m, r in ranks.items()) if known else "not computed in this build",
-                           "ordering of the average ranks", ok if known else None, kind))
+        rows.append(
+            _claim(
+                f"NONA and NONA + k-NN ranked above both dense methods, on {who}",
+                "paper: average ranks NONA, NONA + k-NN < Dense, Dense + k-NN",
+                ", ".join(f"{m} {r:.3g}" for m, r in ranks.items()) if known else "not computed in this build",
+                "ordering of the average ranks",
+                ok if known else None,
+                kind,
+            )
+        )
     # Figure 5's six p-values.
     for a, b, printed_p in paper_figure5_pvalues().itertuples(index=False):
         value = _get(numbers, f"statistics/figure5/{a} vs {b}")
-        rows.append(_claim(f"Figure 5 p-value, {a} vs {b}", f"{printed_p:.4f} (printed)", _fmt(value, 4) if value is not None else "missing",
-                           "last printed digit (4 decimals)", exact_agrees(value, printed_p, 4) if value is not None else False, "exact"))
+        rows.append(
+            _claim(
+                f"Figure 5 p-value, {a} vs {b}",
+                f"{printed_p:.4f} (printed)",
+                _fmt(value, 4) if value is not None else "missing",
+                "last printed digit (4 decimals)",
+                exact_agrees(value, printed_p, 4) if value is not None else False,
+                "exact",
+            )
+        )
     # Demšar's worked example.
     example = demsar2006_example()
-    printed_demsar = {"chi2": (example.chi2, 2), "iman-davenport": (example.iman_davenport, 2),
-                      "cd-0.05": (example.cd_nemenyi[0.05], 2), "cd-0.10": (example.cd_nemenyi[0.10], 2),
-                      **{f"average-rank/{m}": (r, 3) for m, r in example.average_ranks.items()}}
+    printed_demsar = {
+        "chi2": (example.chi2, 2),
+        "iman-davenport": (example.iman_davenport, 2),
+        "cd-0.05": (example.cd_nemenyi[0.05], 2),
+        "cd-0.10": (example.cd_nemenyi[0.10], 2),
+        **{f"average-rank/{m}": (r, 3) for m, r in example.average_ranks.items()},
+    }
     for name, (printed_value, digits) in printed_demsar.items():
         value = _get(numbers, f"statistics/demsar/{name}")
-        rows.append(_claim(f"Demšar (2006) worked example: {name}", f"{printed_value:.{digits}f} (printed)",
-                           _fmt(value, digits) if value is not None else "missing", f"last printed digit ({digits} decimals)",
-                           exact_agrees(value, printed_value, digits) if value is not None else False, "exact"))
+        rows.append(
+            _claim(
+                f"Demšar (2006) worked example: {name}",
+                f"{printed_value:.{digits}f} (printed)",
+                _fmt(value, digits) if value is not None else "missing",
+                f"last printed digit ({digits} decimals)",
+                exact_agrees(value, printed_value, digits) if value is not None else False,
+                "exact",
+            )
+        )
     # The theory identities.
-    theory = {k[len("theory/identity/"):]: v for k, v in numbers.items() if k.startswith("theory/identity/")}
+    theory = {k[len("theory/identity/") :]: v for k, v in numbers.items() if k.startswith("theory/identity/")}
     for name, (text, expected) in THEORY_CLAIMS.items():
         found = {k: v["value"] for k, v in theory.items() if k.split("/n=")[0] == name}
         value = ", ".join(f"n={k.split('/n=')[1]}: {_fmt(v)}" for k, v in sorted(found.items())) if found else "missing"
-        rows.append(_claim(f"theory: {text}", f"{'identity' if expected else 'not an identity'} for every n",
-                           value, "exact (symbolic)", bool(found) and all(v is expected for v in found.values()), "exact"))
+        rows.append(
+            _claim(
+                f"theory: {text}",
+                f"{'identity' if expected else 'not an identity'} for every n",
+                value,
+                "exact (symbolic)",
+                bool(found) and all(v is expected for v in found.values()),
+                "exact",
+            )
+        )
     for key, text in THEORY_STEPS.items():
         value = _get(numbers, f"theory/{key}")
-        rows.append(_claim(f"theory: {text}", "holds", _fmt(value) if value is not None else "missing", "exact (symbolic)",
-                           value is True, "exact"))
+        rows.append(
+            _claim(
+                f"theory: {text}",
+                "holds",
+                _fmt(value) if value is not None else "missing",
+                "exact (symbolic)",
+                value is True,
+                "exact",
+            )
+        )
     return rows
 
 
 def compare(build: dict[str, Any], reference: dict[str, Any] | None) -> Report:
     """The report of a build (a published file's content) against a reference (None: claims only)."""
-    report = Report(build["profile"], reference_missing=reference is None, build_machine=build.get("machine"),
-                    reference_machine=None if reference is None else reference.get("machine"))
+    report = Report(
+        build["profile"],
+        reference_missing=reference is None,
+        build_machine=build.get("machine"),
+        reference_machine=None if reference is None else reference.get("machine"),
+    )
     numbers = build["numbers"]
     report.rows += paper_claims(numbers)
     if reference is not None:
@@ -362,8 +439,10 @@ def to_markdown(report: Report, section: str) -> str:
 def to_text(report: Report) -> str:
     """The report for a terminal: the summary line, then both sections as aligned columns."""
     out = [report.summary(), ""]
-    for section, title in (("claim", "Paper claims (this build against the paper)"),
-                           ("reproduction", "Reproduction (this build against the reference build)")):
+    for section, title in (
+        ("claim", "Paper claims (this build against the paper)"),
+        ("reproduction", "Reproduction (this build against the reference build)"),
+    ):
         rows = [r for r in report.rows if r.section == section]
         if not rows:
             continue
@@ -383,8 +462,13 @@ def to_text(report: Report) -> str:
 MISSING_REFERENCE_EXIT = 2
 
 
-def check(profile: str, build_dir: str | Path | None = None, reference: str | Path | None = None,
-          allow_missing_reference: bool = False, out=None) -> int:
+def check(
+    profile: str,
+    build_dir: str | Path | None = None,
+    reference: str | Path | None = None,
+    allow_missing_reference: bool = False,
+    out=None,
+) -> int:
     """``nona reproduce check``: print the report; exit status 0, 1 (an exact item failed) or 2 (nothing to compare)."""
     import sys
 
@@ -395,25 +479,36 @@ def check(profile: str, build_dir: str | Path | None = None, reference: str | Pa
     try:
         build = load_published(path)
     except FileNotFoundError:
-        print(f"error: this build has no published numbers ({path}); run the pipeline first (make book PROFILE={profile})",
-              file=sys.stderr)
+        print(
+            f"error: this build has no published numbers ({path}); run the pipeline first (make book PROFILE={profile})",
+            file=sys.stderr,
+        )
         return MISSING_REFERENCE_EXIT
     reference_file = Path(reference) if reference else reference_path(profile)
     try:
         reference_content = load_published(reference_file)
     except FileNotFoundError:
         reference_content = None
-        print(f"NO REFERENCE: {reference_file} does not exist, so the {profile} build cannot be compared with the "
-              "companion's reference build. Freeze one from a clean build with "
-              f"`nona reproduce freeze --profile {profile}`.", file=out)
+        print(
+            f"NO REFERENCE: {reference_file} does not exist, so the {profile} build cannot be compared with the "
+            "companion's reference build. Freeze one from a clean build with "
+            f"`nona reproduce freeze --profile {profile}`.",
+            file=out,
+        )
     report = compare(build, reference_content)
     print(to_text(report), file=out)
     if report.errors:
-        print(f"\nFAILED: {len(report.errors)} exact item(s) differ: " + "; ".join(r.item for r in report.errors), file=out)
+        print(
+            f"\nFAILED: {len(report.errors)} exact item(s) differ: " + "; ".join(r.item for r in report.errors),
+            file=out,
+        )
         return 1
     if reference_content is None and not allow_missing_reference:
-        print(f"\nFAILED: no reference for the {profile} profile, so nothing was reproduced against it "
-              "(pass --allow-missing-reference to check the paper's claims only).", file=out)
+        print(
+            f"\nFAILED: no reference for the {profile} profile, so nothing was reproduced against it "
+            "(pass --allow-missing-reference to check the paper's claims only).",
+            file=out,
+        )
         return MISSING_REFERENCE_EXIT
     return 0
 

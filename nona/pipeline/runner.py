@@ -106,9 +106,7 @@ def _type_name(default: Any, annotation: ast.expr | None) -> str:
     return ast.unparse(annotation) if annotation is not None else type(default).__name__
 
 
-def check_values(
-    parameters: dict[str, Any], specs: dict[str, tuple[Any, ast.expr | None]], notebook: str
-) -> None:
+def check_values(parameters: dict[str, Any], specs: dict[str, tuple[Any, ast.expr | None]], notebook: str) -> None:
     """Raise ValueError for unknown names and for values whose type differs from the declared one.
 
     The declared type is the annotation, or else the type of the default
@@ -129,7 +127,8 @@ def check_values(
             wrong.append(f"{name} must be {_type_name(default, annotation)}, got {value!r} ({type(value).__name__})")
     if wrong:
         raise ValueError(
-            f"parameter type mismatch for {notebook}: " + "; ".join(wrong)
+            f"parameter type mismatch for {notebook}: "
+            + "; ".join(wrong)
             + """ (with papermill, pass lists and dicts as YAML with -y, e.g. -y "seeds: [0, 1]")"""
         )
 
@@ -162,8 +161,13 @@ def check_injected(namespace: dict[str, Any], notebook: str) -> dict[str, Any]:
     for position in range(len(history) - 1, 0, -1):
         if history[position].lstrip().startswith(_INJECTED_HEADER):
             # Assigned names only: papermill writes values such as float('nan') that are not literals.
-            names = [t.id for node in ast.parse(history[position]).body if isinstance(node, ast.Assign)
-                     for t in node.targets if isinstance(t, ast.Name)]
+            names = [
+                t.id
+                for node in ast.parse(history[position]).body
+                if isinstance(node, ast.Assign)
+                for t in node.targets
+                if isinstance(t, ast.Name)
+            ]
             specs = parameter_specs(history[position - 1])
             injected = {name: namespace[name] for name in names}
             check_values(injected, specs, notebook)
@@ -308,13 +312,25 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Execute a book notebook with papermill and publish it atomically.")
     parser.add_argument("source", help="jupytext source, e.g. notebooks/statistics.md")
     parser.add_argument("output", help="executed notebook to publish, e.g. build/executed/statistics.ipynb")
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="a notebook parameter; VALUE is read as YAML (numbers, lists, booleans)")
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="a notebook parameter; VALUE is read as YAML (numbers, lists, booleans)",
+    )
     parser.add_argument("--parameters-json", default="{}", help="parameters as one JSON object")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
-    parser.add_argument("--title", default=None, help="page title of the published copy (replaces the first '# ' heading)")
-    parser.add_argument("--rerun-json", default=None,
-                        help="parameters of the page's 'Re-run this page' command (default: the parameters)")
+    parser.add_argument(
+        "--title", default=None, help="page title of the published copy (replaces the first '# ' heading)"
+    )
+    parser.add_argument(
+        "--rerun-json",
+        default=None,
+        help="parameters of the page's 'Re-run this page' command (default: the parameters)",
+    )
     return parser.parse_args(argv)
 
 
@@ -327,8 +343,14 @@ def main(argv: list[str] | None = None) -> int:
         # SIGTERM (Snakemake cancelling the job, a scheduler's time limit) unwinds like an error:
         # the kernel is shut down and the temporary beside the target is removed.
         with sigterm_raises():
-            run_notebook(args.source, args.output, parameters, timeout=args.timeout, title=args.title,
-                         rerun_parameters=None if args.rerun_json is None else json.loads(args.rerun_json))
+            run_notebook(
+                args.source,
+                args.output,
+                parameters,
+                timeout=args.timeout,
+                title=args.title,
+                rerun_parameters=None if args.rerun_json is None else json.loads(args.rerun_json),
+            )
     except Terminated as stop:
         print(f"[nona.pipeline.runner] TERMINATED {args.source}; {args.output} was not written.", file=sys.stderr)
         return int(stop.code)

@@ -68,14 +68,16 @@ def printed_ties(table: pd.DataFrame | None = None) -> pd.DataFrame:
                 continue
             ordered = tied.assign(not_bold=~tied["bold"]).sort_values(["not_bold", "std"], kind="stable")
             rule = "bold" if ordered["bold"].iloc[0] else "smaller std"
-            rows.append({
-                "dataset": dataset,
-                "mean": mean,
-                "methods": tuple(tied["method"]),
-                "order": tuple(ordered["method"]),
-                "winner": ordered["method"].iloc[0],
-                "rule": rule,
-            })
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "mean": mean,
+                    "methods": tuple(tied["method"]),
+                    "order": tuple(ordered["method"]),
+                    "winner": ordered["method"].iloc[0],
+                    "rule": rule,
+                }
+            )
     return pd.DataFrame(rows, columns=["dataset", "mean", "methods", "order", "winner", "rule"])
 
 

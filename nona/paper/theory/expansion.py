@@ -73,7 +73,9 @@ def triplet_terms(nb: Neighbourhood, symbolic: bool = False, factor: int = 1, pa
     if pairs not in ("ordered", "unordered"):
         raise ValueError(f"pairs must be 'ordered' (j != k) or 'unordered' (j < k), got {pairs!r}")
     d = _deltas(nb, symbolic)
-    index_pairs = itertools.permutations(range(nb.n), 2) if pairs == "ordered" else itertools.combinations(range(nb.n), 2)
+    index_pairs = (
+        itertools.permutations(range(nb.n), 2) if pairs == "ordered" else itertools.combinations(range(nb.n), 2)
+    )
     return factor * sum(d[j] * nb.p[j] * d[k] * nb.p[k] for j, k in index_pairs)
 
 
@@ -138,8 +140,6 @@ def printed_expansion_counterexample() -> dict[str, sp.Expr]:
         "printed line 4": printed_expansion(nb).subs(values),
         "corrected line 4": corrected_expansion(nb).subs(values),
     }
-
-
 
 
 def general_forms() -> dict[str, sp.Expr]:
