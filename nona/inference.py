@@ -4,7 +4,9 @@ Hand-written instead of reusing the autograd path because at N = 1e5..1e6
 neighbours the cost is memory traffic over (rows x N) matrices: this path
 prepares the neighbour side once, reuses one preallocated chunk buffer (fresh
 large allocations are page-faulted in on every chunk), works in place, and
-gets the softmax numerator and denominator from a single matrix product.
+gets the softmax numerator and denominator from one matrix-vector product
+and one row sum (a product with the two columns [y, 1] is a two-column gemm,
+several times slower on CPU).
 ``tests/test_nona_core.py`` checks it against the float64 reference and the
 autograd path.
 """
@@ -33,8 +35,7 @@ class PreparedNeighbours:
             self.points = torch.nn.functional.normalize(z_n, dim=1)
         else:
             self.points = z_n
-        # Columns [y, 1]: one product gives the softmax numerator and denominator.
-        self.targets = torch.stack([y_n, torch.ones_like(y_n)], dim=1)
+        self.labels = y_n
 
 
 def similarity_into(out: Tensor, z: Tensor, prepared: PreparedNeighbours, gamma: float) -> Tensor:
@@ -43,10 +44,10 @@ def similarity_into(out: Tensor, z: Tensor, prepared: PreparedNeighbours, gamma:
     if kind in ("l2", "rbf"):
         zc = z - prepared.centre
         torch.addmm(prepared.sq.unsqueeze(0), zc, prepared.points.T, alpha=-2.0, out=out)
-        out.add_((zc * zc).sum(dim=1, keepdim=True)).clamp_(min=0.0)
+        out.add_((zc * zc).sum(dim=1, keepdim=True))
         if kind == "l2":
             return out.clamp_(min=torch.finfo(out.dtype).tiny ** 0.5).sqrt_().neg_()
-        return out.mul_(-gamma)
+        return out.clamp_(min=0.0).mul_(-gamma)
     if kind == "l1":
         return out.copy_(torch.cdist(z, prepared.points, p=1.0)).neg_()
     if kind == "cos":
@@ -60,10 +61,13 @@ def add_log_s2_(sim: Tensor, b: Tensor, t: Tensor, scratch: Tensor) -> Tensor:
     span = sim.amax(dim=1, keepdim=True) - low
     flat = span <= 0
     x = torch.sub(sim, low, out=scratch).div_(torch.where(flat, torch.ones_like(span), span))
-    x.masked_fill_(flat.expand_as(x), 1.0)
+    if bool(flat.any()):
+        x.masked_fill_(flat.expand_as(x), 1.0)
     k = t / (1.0 - t)
     # scratch now holds x; turn it into (b - x) * k * log(max(x, floor) / b) where x < b, else 0.
     floor = torch.finfo(sim.dtype).tiny ** 0.5
+    # b is floored like x, as in the training path (nona.softstep.log_s2).
+    b = b.clamp_min(floor)
     logs = x.clamp(min=floor).div_(b).log_()
     x.neg_().add_(b)
     keep = x <= 0
@@ -96,6 +100,5 @@ def predict_no_grad(head, z: Tensor, z_n: Tensor, y_n: Tensor) -> Tensor:
         elif softstep is not None:
             sim.add_(softstep.log_mask(sim, chunk))
         sim.sub_(sim.amax(dim=1, keepdim=True)).exp_()
-        sums = sim @ prepared.targets
-        out[start : start + rows] = sums[:, 0] / sums[:, 1]
+        torch.div(sim @ prepared.labels, sim.sum(dim=1), out=out[start : start + rows])
     return out

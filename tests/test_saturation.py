@@ -102,6 +102,10 @@ def check_finite_step(head: NONA, magnitude: float, dtype: torch.dtype, exclude_
     grads.update({name: p.grad for name, p in head.named_parameters() if p.grad is not None})
     for name, grad in grads.items():
         assert torch.isfinite(grad).all(), f"{label}: non-finite gradient of {name}"
+    if not exclude_self:
+        # Inference has its own, gradient-free path.
+        with torch.no_grad():
+            assert torch.isfinite(head(z, z_n, y)).all(), f"{label}: non-finite output without gradients"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
