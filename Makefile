@@ -11,7 +11,7 @@ export MPLBACKEND := Agg
 # The pipeline's tools (snakemake, jupyter-book, the kernel) come from the project's venv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup test book site browser-test benchmark clean bundle
+.PHONY: setup test book site browser-test benchmark gpu-check clean bundle
 
 setup: $(STAMP)
 
@@ -44,6 +44,11 @@ benchmark: setup
 # citation, with SHA-256 checksums: dist/nona-companion-<version>-<profile>.tar.gz. Needs `make book` first.
 bundle: setup
 	$(PY) -m nona.pipeline.bundle --profile $(PROFILE)
+
+# On a CUDA machine: the smoke pipeline, end-to-end fine-tuning of digits-rotation, throughput, memory,
+# an estimate of the paper profile's GPU-hours (benchmarks/gpu_check.py). Fails with a message without CUDA.
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf build _build

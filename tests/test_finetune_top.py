@@ -182,3 +182,14 @@ def test_predict_moves_the_callers_cpu_inputs_itself(monkeypatch):
     predict(model, x[40:], x[:40], y[:40])
     # Query batches, neighbour batches and the neighbours' labels, each to the model's device.
     assert len(devices) == 3 and set(devices) == {next(model.parameters()).device}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_gpu_check_fails_clearly_without_cuda():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    done = subprocess.run([sys.executable, str(script), "--skip-smoke"], capture_output=True, text=True)
+    assert done.returncode != 0 and "needs a CUDA GPU" in done.stderr
