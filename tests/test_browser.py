@@ -141,7 +141,8 @@ def test_no_page_shows_paths_warnings_tracebacks_or_template_text(browser, site_
     for page in site_pages():
         load(browser, site_url + page)
         text = browser.execute_script(
-            "return document.querySelector('main') ? document.querySelector('main').innerText : document.body.innerText;"
+            "return document.querySelector('main') ? document.querySelector('main').innerText "
+            ": document.body.innerText;"
         )
         for what, pattern in LEAKS.items():
             if what == "warning" and page in WARNING_NAMED:
@@ -164,7 +165,8 @@ const scrolls = el => { for (let e = el; e && e !== article; e = e.parentElement
 } return false; };
 return Array.from(article.querySelectorAll('table, img, svg, pre, mjx-container, .math, figure, .output'))
   .filter(el => el.getBoundingClientRect().width > 0 && el.getBoundingClientRect().right > limit && !scrolls(el))
-  .slice(0, 5).map(el => el.tagName + '.' + el.className + ' right=' + Math.round(el.getBoundingClientRect().right) + ' limit=' + Math.round(limit));
+  .slice(0, 5).map(el => el.tagName + '.' + el.className + \
+' right=' + Math.round(el.getBoundingClientRect().right) + ' limit=' + Math.round(limit));
 """
 
 

@@ -1,4 +1,7 @@
-"""Citations resolve: every BibTeX entry the site publishes parses and has its type's fields; CITATION.cff agrees with the site."""
+"""Citations resolve.
+
+Every BibTeX entry the site publishes parses and has its type's fields; CITATION.cff agrees with the site.
+"""
 
 from __future__ import annotations
 

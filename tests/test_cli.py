@@ -82,7 +82,10 @@ def test_every_dataset_can_be_described(name, capsys):
 
 
 def test_data_list_does_not_import_torch():
-    code = "import sys\nfrom nona.pipeline.cli import main\nassert main(['data', 'list']) == 0\nprint('torch' in sys.modules)"
+    code = (
+        "import sys\nfrom nona.pipeline.cli import main\n"
+        "assert main(['data', 'list']) == 0\nprint('torch' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False"

@@ -1,4 +1,7 @@
-"""The figure notebooks (method, synthetic surfaces, SoftStep shapes, FLOPs) execute in a smoke setting and publish their figures."""
+"""The figure notebooks execute in a smoke setting and publish their figures.
+
+The notebooks: method, synthetic surfaces, SoftStep shapes, FLOPs.
+"""
 
 from __future__ import annotations
 

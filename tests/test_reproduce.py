@@ -1,4 +1,7 @@
-"""Published numbers and the reproduction check: the tolerance rules on built cases, the CLI's exit codes, the smoke pipeline."""
+"""Published numbers and the reproduction check.
+
+The tolerance rules on built cases, the CLI's exit codes, the smoke pipeline.
+"""
 
 from __future__ import annotations
 

@@ -200,7 +200,10 @@ def test_papermill_help_lists_types_defaults_and_meaning(tmp_path):
     "source", sorted(p for p in NOTEBOOKS.glob("*.md") if p.name != "README.md"), ids=lambda p: p.stem
 )
 def test_every_notebook_documents_and_checks_its_parameters(source):
-    """Each parameter has a type and a comment (papermill --help-notebook shows them), and the next cell checks injected ones."""
+    """Each parameter has a type and a comment (papermill --help-notebook shows them).
+
+    The cell after the parameters checks injected ones.
+    """
     from papermill.inspection import inspect_notebook
 
     notebook = jupytext.read(source)

@@ -1,4 +1,7 @@
-"""Tests of nona.paper.stats and nona.paper.reference: the paper's Figure 5, Demšar's (2006) worked example, CD diagrams."""
+"""Tests of nona.paper.stats and nona.paper.reference.
+
+The paper's Figure 5, Demšar's (2006) worked example, CD diagrams.
+"""
 
 from __future__ import annotations
 

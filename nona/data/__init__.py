@@ -26,7 +26,9 @@ EMBEDDED_LOADERS = {
 
 
 def load_dataset(name: str, root: str | Path | None = None, **options: Any) -> Dataset:
-    """Load dataset ``name`` after checking its files; ``options`` go to embedded generators (e.g. ``seed``, ``target``).
+    """Load dataset ``name`` after checking its files.
+
+    ``options`` go to embedded generators (e.g. ``seed``, ``target``).
 
     Raises FileNotFoundError (with the manifest's instructions) when files are
     missing and ValueError on a checksum mismatch or an invalid label.

@@ -12,7 +12,10 @@ from nona.data.synthetic import heart_rate_audio, make_surface
 def load_digits_rotation(
     manifest: dict, seed: int = 0, rotations: int = 2, size: int = 32, max_angle: float = 45.0
 ) -> Dataset:
-    """sklearn's 1,797 handwritten digits, each rotated ``rotations`` times by a uniform angle; label = angle (degrees)."""
+    """sklearn's 1,797 handwritten digits, each rotated ``rotations`` times by a uniform angle.
+
+    The label is the angle (degrees).
+    """
     from scipy import ndimage  # imported on use: it is slow to import and only this generator needs it
     from sklearn.datasets import load_digits
 

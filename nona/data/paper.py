@@ -222,7 +222,8 @@ def load_houses(manifest: dict, root: Path) -> Dataset:
         fields = line.split()
         if len(fields) < 5:
             raise ValueError(
-                f"dataset {manifest['name']!r}: column 'price' (5th field) not found on line {line_no} of {source}: {line!r}"
+                f"dataset {manifest['name']!r}: column 'price' (5th field) not found "
+                f"on line {line_no} of {source}: {line!r}"
             )
         ids.append(str(line_no))
         try:

@@ -28,7 +28,10 @@ def _site_config() -> dict:
 
 
 def site_url() -> str:
-    """The published site's base address, ending in ``/``: ``$NONA_SITE_URL``, else ``html.baseurl`` of ``_config.yml``."""
+    """The published site's base address, ending in ``/``.
+
+    It is ``$NONA_SITE_URL``, else ``html.baseurl`` of ``_config.yml``.
+    """
     url = os.environ.get(SITE_URL_ENV) or (_site_config().get("html") or {}).get("baseurl") or ""
     if not url.startswith(("https://", "http://")):
         raise ValueError(

@@ -1,1 +1,4 @@
-"""The paper's analysis and the book's publishing: statistics, theory, FLOPs, figures, tables and the paper's printed numbers."""
+"""The paper's analysis and the book's publishing.
+
+Statistics, theory, FLOPs, figures, tables and the paper's printed numbers.
+"""

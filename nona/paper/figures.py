@@ -42,7 +42,10 @@ def figure_url(record: dict) -> str:
 
 
 def bibtex_entry(record: dict, site_title: str = "NONA companion") -> str:
-    """A BibTeX entry (@misc) that cites one published figure of this build: its URL, the companion's version and commit."""
+    """A BibTeX entry (@misc) that cites one published figure of this build.
+
+    The entry gives the figure's URL, the companion's version and commit.
+    """
     title = bibtex_text(record["caption"].split(". ")[0].rstrip("."))
     version = record.get("version") or companion_version()
     url = record.get("url") or figure_url(record)
@@ -60,7 +63,8 @@ def bibtex_entry(record: dict, site_title: str = "NONA companion") -> str:
         f"  howpublished = {{{bibtex_text(site_title)}, version {version}, figure {record['id']}}},\n"
         f"  url          = {{{url}}},\n"
         f"  version      = {{{version}}},\n"
-        f"  note         = {{Made {bibtex_text(made_by)} at commit {record['commit']}; files: {bibtex_text(files)}}}\n}}"
+        f"  note         = {{Made {bibtex_text(made_by)} at commit {record['commit']}; "
+        f"files: {bibtex_text(files)}}}\n}}"
     )
 
 

@@ -90,7 +90,9 @@ def _inputs(n: int, in_dim: int, seed: int, device: torch.device | str = "cpu") 
 
 
 def check_device(device: str) -> torch.device:
-    """The torch device named ``device`` (``auto``, ``cpu``, ``cuda`` or ``cuda:<k>``); ValueError if it is not usable here.
+    """The torch device named ``device`` (``auto``, ``cpu``, ``cuda`` or ``cuda:<k>``).
+
+    Raises ValueError if it is not usable here.
 
     ``auto`` is the first CUDA GPU when torch sees one, else the CPU.
     """

@@ -68,7 +68,8 @@ def bundle_contents(profile: str, build: Path, site: Path) -> tuple[dict[str, Pa
         ):
             raise FileNotFoundError(
                 f"{what} ({folder} is missing or empty): build it first with `make book PROFILE={profile}` "
-                f"(or `make site PROFILE={profile}` when the notebooks were already executed), then run `make bundle` again"
+                f"(or `make site PROFILE={profile}` when the notebooks were already executed), "
+                "then run `make bundle` again"
             )
     optional = {
         "runs": build / "runs" / profile,
@@ -93,7 +94,10 @@ def make_bundle(
     site: str | Path = REPO_ROOT / "_build" / "html",
     freeze: str | None = None,
 ) -> Path:
-    """Write the release archive of ``profile``'s build and return its path (``freeze`` replaces ``pip freeze``, for tests)."""
+    """Write the release archive of ``profile``'s build and return its path.
+
+    ``freeze`` replaces ``pip freeze``, for tests.
+    """
     from nona.paper.citation import cff_bibtex
 
     build, site = Path(build), Path(site)
@@ -197,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{archive}: {count} files with their SHA-256 in {CHECKSUMS}")
     if git_commit().endswith("-dirty"):
         print(
-            "[nona.pipeline.bundle] note: the working tree has uncommitted changes (BUNDLE.json records the commit as -dirty)",
+            "[nona.pipeline.bundle] note: the working tree has uncommitted changes "
+            "(BUNDLE.json records the commit as -dirty)",
             file=sys.stderr,
         )
     return 0

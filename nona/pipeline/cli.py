@@ -64,7 +64,8 @@ def _data_describe(args: argparse.Namespace) -> int:
     )
     split = m["split"]
     print(
-        f"\nsplit: test {split['test_fraction']}, validation {split['val_fraction']} of the rest, {split['label_bins']} label bins"
+        f"\nsplit: test {split['test_fraction']}, validation {split['val_fraction']} of the rest, "
+        f"{split['label_bins']} label bins"
     )
     if m["paper_results"]:
         print("\npaper Table 1 (test MSE x 10^3, mean +- std over 10 splits):")

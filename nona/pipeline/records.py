@@ -116,7 +116,10 @@ class RunRecord:
 
 
 def load_records(runs_dir: str | Path, datasets: list[str] | None = None) -> list[RunRecord]:
-    """Every record under ``runs_dir`` (``<runs_dir>/<dataset>/<arm>/seed<k>.json``), optionally of ``datasets`` only."""
+    """Every record under ``runs_dir`` (``<runs_dir>/<dataset>/<arm>/seed<k>.json``).
+
+    Only those of ``datasets`` when it is given.
+    """
     paths = sorted(Path(runs_dir).glob("*/*/seed*.json"))
     records = [RunRecord.load(path) for path in paths]
     if datasets is not None:

@@ -61,7 +61,8 @@ RULES = {
     "a failure is an error",
     "statistical": "trained result: difference within 2 standard errors of the difference, "
     "2·sqrt(se_this² + se_ref²), each from its build's seed spread; reported, not an error",
-    "approximate": "single trained run without a seed spread: within the stated relative tolerance; reported, not an error",
+    "approximate": "single trained run without a seed spread: within the stated relative tolerance; "
+    "reported, not an error",
     "selection": "choice among candidates: the same choice, else 'selection differs' with this build's margin "
     "(within noise when below 2 standard errors); reported, not an error",
 }
@@ -216,7 +217,10 @@ def compare_number(key: str, reference: dict[str, Any] | None, build: dict[str, 
         if a == b:
             row.verdict = PASS
             if _finite(build.get("margin")):
-                row.note = f"margin {build['margin']:.3g} over {build.get('runner_up')}{_noise_note(build['margin'], build.get('noise'))}"
+                row.note = (
+                    f"margin {build['margin']:.3g} over {build.get('runner_up')}"
+                    f"{_noise_note(build['margin'], build.get('noise'))}"
+                )
         else:
             row.verdict = DIFFERS
             row.note = selection_margin(build, str(b))
@@ -480,7 +484,8 @@ def check(
         build = load_published(path)
     except FileNotFoundError:
         print(
-            f"error: this build has no published numbers ({path}); run the pipeline first (make book PROFILE={profile})",
+            f"error: this build has no published numbers ({path}); "
+            f"run the pipeline first (make book PROFILE={profile})",
             file=sys.stderr,
         )
         return MISSING_REFERENCE_EXIT

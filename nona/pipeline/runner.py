@@ -134,7 +134,10 @@ def check_values(parameters: dict[str, Any], specs: dict[str, tuple[Any, ast.exp
 
 
 def check_parameters(source: str | Path, parameters: dict[str, Any]) -> dict[str, Any]:
-    """Raise ValueError for a parameter name the notebook does not declare, or a value of another type; return the declared defaults."""
+    """Raise ValueError for a parameter name the notebook does not declare, or a value of another type.
+
+    Return the declared defaults.
+    """
     specs = parameter_specs(_parameters_cell(load_source(source)).source)
     check_values(parameters, specs, Path(source).name)
     return {name: default for name, (default, _) in specs.items()}
@@ -179,7 +182,10 @@ def check_injected(namespace: dict[str, Any], notebook: str) -> dict[str, Any]:
 
 
 def retitle(notebook, title: str) -> None:
-    """Replace the notebook's first ``# `` heading, so that copies run with other parameters get their own page titles."""
+    """Replace the notebook's first ``# `` heading.
+
+    Copies run with other parameters thus get their own page titles.
+    """
     for cell in notebook.cells:
         if cell.cell_type == "markdown" and cell.source.lstrip().startswith("# "):
             lines = cell.source.lstrip().splitlines()

@@ -1,4 +1,7 @@
-"""The NONA paper's printed results: Table 1 (MSE x 10^3 per dataset and method), Table 2 (dense-head ablation), the ablation's choice and the p-values of Figure 5.
+"""The NONA paper's printed results.
+
+Table 1 (MSE x 10^3 per dataset and method), Table 2 (dense-head ablation), the
+ablation's choice and the p-values of Figure 5.
 
 These are the only numbers the book types by hand; every comparison with the
 paper reads them from here.

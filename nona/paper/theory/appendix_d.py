@@ -137,7 +137,10 @@ class QPStudy:
 
 
 def appendix_d_study(n: int, max_neighbours: int = 8, seed: int = 0) -> QPStudy:
-    """Random instances of the M-neighbour problem: exact optimum, the closed form's value, SLSQP's value and solution."""
+    """Random instances of the M-neighbour problem.
+
+    For each: the exact optimum, the closed form's value, SLSQP's value and solution.
+    """
     if n < 1 or max_neighbours < 2:
         raise ValueError(f"need n >= 1 instances and max_neighbours >= 2, got n={n}, max_neighbours={max_neighbours}")
     rng = np.random.default_rng(seed)

@@ -1,4 +1,7 @@
-"""The theory tested on a trained model: a toy NONA on a synthetic task, and how its attention compares with the predicted allocations."""
+"""The theory tested on a trained model.
+
+A toy NONA on a synthetic task, and how its attention compares with the predicted allocations.
+"""
 
 from __future__ import annotations
 
@@ -105,7 +108,10 @@ def predictions(weights: np.ndarray, y_neighbours: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Triplets:
-    """Intermediate-anchor triplets ``y_j < y_i < y_k``: the theory's and the model's log ratio, and the anchor of each."""
+    """Intermediate-anchor triplets ``y_j < y_i < y_k``.
+
+    The theory's and the model's log ratio, and the anchor of each.
+    """
 
     theory: np.ndarray
     learned: np.ndarray
@@ -144,9 +150,9 @@ def intermediate_triplets(
             top_above = above[np.argsort(-p[above], kind="stable")[:per_side]]
             pairs = itertools.product(top_below, top_above)
         for j, k in pairs:
-            t, l = _triplet(p, y_i, y_neighbours, j, k)
+            t, learned_ratio = _triplet(p, y_i, y_neighbours, j, k)
             theory.append(t)
-            learned.append(l)
+            learned.append(learned_ratio)
             anchor.append(row)
     return Triplets(np.asarray(theory), np.asarray(learned), np.asarray(anchor, dtype=int))
 
@@ -185,7 +191,10 @@ def extreme_pairs(
 
 
 def bracket_mass(weights: np.ndarray, y_anchor: np.ndarray, y_neighbours: np.ndarray) -> np.ndarray:
-    """Attention each anchor puts on the Appendix D allocation's support: the nearest label below and the nearest above."""
+    """Attention each anchor puts on the Appendix D allocation's support.
+
+    The support is the nearest label below the anchor's and the nearest above.
+    """
     mass = np.empty(len(y_anchor))
     for row, (p, y_i) in enumerate(zip(weights, y_anchor)):
         below, above = np.flatnonzero(y_neighbours < y_i), np.flatnonzero(y_neighbours > y_i)
@@ -204,7 +213,10 @@ def effective_neighbours(weights: np.ndarray) -> np.ndarray:
 
 
 def log_correlations(theory: np.ndarray, learned: np.ndarray) -> dict[str, float]:
-    """Pearson and Spearman correlations of two log-ratio samples and the least-squares slope of ``learned`` on ``theory``."""
+    """Pearson and Spearman correlations of two log-ratio samples.
+
+    Also the least-squares slope of ``learned`` on ``theory``.
+    """
     if len(theory) < 3:
         raise ValueError(f"need at least 3 triplets to correlate, got {len(theory)}")
     slope = float(np.polyfit(theory, learned, 1)[0])

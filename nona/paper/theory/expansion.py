@@ -1,4 +1,7 @@
-"""Section 4.1 symbolically: the per-anchor MSE term in the forms the paper prints, the corrected expansion, the ambiguity form.
+"""Section 4.1 symbolically.
+
+The per-anchor MSE term in the forms the paper prints, the corrected expansion,
+the ambiguity form.
 
 Forms are built for explicit neighbour counts (sympy does not expand products of
 abstract ``Sum`` objects); :func:`general_forms` gives the abstract sums for display.
@@ -14,7 +17,10 @@ import sympy as sp
 
 @dataclass(frozen=True)
 class Neighbourhood:
-    """Symbols of anchor ``i`` with ``n`` neighbours: labels ``y_i``, ``y_j``, weights ``p_ij``, differences ``Δ_ij``."""
+    """Symbols of anchor ``i`` with ``n`` neighbours.
+
+    Labels ``y_i``, ``y_j``, weights ``p_ij``, differences ``Δ_ij``.
+    """
 
     y_i: sp.Symbol
     y: tuple[sp.Symbol, ...]

@@ -1,4 +1,7 @@
-"""The triplet subproblem ``T_ijk`` of Section 4.1: symbols, the printed formulas, its minimiser and the ordering cases."""
+"""The triplet subproblem ``T_ijk`` of Section 4.1.
+
+Symbols, the printed formulas, its minimiser and the ordering cases.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,10 @@ from scipy import optimize
 
 @dataclass(frozen=True)
 class TripletSymbols:
-    """Symbols of the triplet subproblem: labels, differences ``Δ_ij, Δ_ik``, the weight ``p_ij`` and the budget ``R``."""
+    """Symbols of the triplet subproblem.
+
+    Labels, differences ``Δ_ij, Δ_ik``, the weight ``p_ij`` and the budget ``R``.
+    """
 
     y_i: sp.Symbol
     y_j: sp.Symbol
@@ -61,7 +67,10 @@ def triplet_minimiser(t: TripletSymbols) -> sp.Expr:
 
 
 def conditional_triplet_minimiser(t: TripletSymbols, rest: sp.Symbol) -> sp.Expr:
-    """Minimiser of the anchor's loss ``(Δ_ij p_ij + Δ_ik (R - p_ij) + c)^2`` with the rest ``c = sum_l Δ_il p_il`` fixed."""
+    """Minimiser of the anchor's loss ``(Δ_ij p_ij + Δ_ik (R - p_ij) + c)^2``.
+
+    The rest ``c = sum_l Δ_il p_il`` is held fixed.
+    """
     objective = (t.d_ij * t.p_ij + t.d_ik * (t.R - t.p_ij) + rest) ** 2
     (solution,) = sp.solve(sp.diff(objective, t.p_ij), t.p_ij)
     return solution
@@ -85,7 +94,10 @@ def _decide(expr: sp.Expr) -> bool | None:
 
 
 def ordering_cases() -> list[OrderingCase]:
-    """The 6 label orderings, each with ``q = p_ij*/R`` for labels ``a < a+u < a+u+v`` (``u, v > 0``), decided by sympy."""
+    """The 6 label orderings, each with ``q = p_ij*/R`` for labels ``a < a+u < a+u+v`` (``u, v > 0``).
+
+    The cases are decided by sympy.
+    """
     t = triplet_symbols()
     a = sp.Symbol("a", real=True)
     u, v = sp.symbols("u v", positive=True)
@@ -120,7 +132,10 @@ def ordering_cases() -> list[OrderingCase]:
 
 
 def triplet_allocation(y_i: float, y_j: float, y_k: float, R: float = 1.0) -> tuple[float, float]:
-    """The minimiser ``(p_ij, p_ik)`` of ``T_ijk`` on ``p_ij + p_ik = R``, ``p >= 0`` (the paper's closed form, clipped)."""
+    """The minimiser ``(p_ij, p_ik)`` of ``T_ijk`` on ``p_ij + p_ik = R``, ``p >= 0``.
+
+    This is the paper's closed form, clipped.
+    """
     if y_j == y_k:
         raise ValueError("y_j == y_k makes T_ijk constant in p_ij; the minimiser is not unique")
     d_ij, d_ik = y_i - y_j, y_i - y_k
@@ -142,7 +157,10 @@ def brute_force_triplet(y_i: float, y_j: float, y_k: float, R: float = 1.0) -> f
 
 
 def sample_orderings(n: int, seed: int = 0) -> dict[str, dict[str, int]]:
-    """Counts per label ordering of ``n`` random triples: all, those where the paper's claim holds, brute force agrees."""
+    """Counts per label ordering of ``n`` random triples.
+
+    Counted are all triples, those where the paper's claim holds and those where brute force agrees.
+    """
     rng = np.random.default_rng(seed)
     out: dict[str, dict[str, int]] = {}
     labels, budgets = rng.uniform(size=(n, 3)), rng.uniform(0.05, 1.0, size=n)
