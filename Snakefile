@@ -91,12 +91,19 @@ rule notebook:
 # they start only once it is selected. The main comparison then uses the
 # selected configuration (selected.json) on every dataset of the profile.
 from nona.pipeline.ablation import ablation_plan, candidate_record_path, get_stage, paper_choice_stage, previous_stage, selected_path, winner_path
-from nona.pipeline.experiment import ARMS
+from nona.pipeline.experiment import ARMS, FROZEN_COMPARISON_ARMS
 
 ABLATION = SETTINGS["ablation"]
 # The training settings every run of this profile shares (the seeds are per job).
-FINETUNE_SETTINGS = {k: v for k, v in SETTINGS["finetune"].items() if k != "seeds"}
+FINETUNE_SETTINGS = {k: v for k, v in SETTINGS["finetune"].items() if k not in ("seeds", "frozen_comparison")}
 RUNS_DIR = f"{BUILD}/runs/{PROFILE}"
+# The paper's two heads trained again on frozen features (trainable_layers=0, same seeds): what fine-tuning adds.
+FROZEN_COMPARISON = bool(SETTINGS["finetune"].get("frozen_comparison", False))
+FROZEN_RUNS_DIR = f"{BUILD}/runs/{PROFILE}-frozen"
+# An ablation on saved frozen features trains no backbone block, and its records say so.
+ABLATION_TRAIN_SETTINGS = {k: v for k, v in FINETUNE_SETTINGS.items() if k != "trainable_arms"}
+if ABLATION["frozen"]:
+    ABLATION_TRAIN_SETTINGS["trainable_layers"] = 0
 ABLATION_ROOT = f"{BUILD}/ablation/{PROFILE}/{ABLATION['dataset']}"
 ABLATION_PLAN = ablation_plan(ABLATION["values"])
 ABLATION_FEATURES = f"{ABLATION_ROOT}/features.pt" if ABLATION["frozen"] else None
@@ -117,7 +124,7 @@ def ablation_records(stage_name, seeds=None):
 def ablation_run_arguments(stage, seed):
     arguments = ["nona.pipeline.ablation", "run", "--root", ABLATION_ROOT, "--values-json", as_json(ABLATION["values"]),
                  "--stage", stage, "--seed", seed,
-                 "--dataset", ABLATION["dataset"], "--profile", PROFILE, "--train-json", as_json(FINETUNE_SETTINGS)]
+                 "--dataset", ABLATION["dataset"], "--profile", PROFILE, "--train-json", as_json(ABLATION_TRAIN_SETTINGS)]
     return arguments + (["--features", ABLATION_FEATURES] if ABLATION_FEATURES else [])
 
 
@@ -222,20 +229,33 @@ def finetune_title(dataset):
 
 def finetune_parameters(dataset):
     return {"dataset": dataset, "profile": PROFILE, "ablation": SELECTED, "runs_dir": f"{RUNS_DIR}/{dataset}",
-            **SETTINGS["finetune"]}
+            "frozen_runs_dir": f"{FROZEN_RUNS_DIR}/{dataset}" if FROZEN_COMPARISON else "",
+            # What the jobs ran (TrainConfig's defaults where the profile is silent), so the notebook trains nothing again.
+            "trainable_layers": 0, "trainable_arms": list(ARMS), **SETTINGS["finetune"], "frozen_comparison": FROZEN_COMPARISON}
 
 
-def run_records(dataset, seed):
-    return [f"{RUNS_DIR}/{dataset}/{arm}/seed{seed}.json" for arm in ARMS]
+def run_records(dataset, seed, frozen=False):
+    """The records one (dataset, seed) job writes; with ``frozen``, also those of the frozen-backbone comparison."""
+    records = [f"{RUNS_DIR}/{dataset}/{arm}/seed{seed}.json" for arm in ARMS]
+    if frozen and FROZEN_COMPARISON:
+        records += [f"{FROZEN_RUNS_DIR}/{dataset}/{arm}/seed{seed}.json" for arm in FROZEN_COMPARISON_ARMS]
+    return records
+
+
+def finetune_run_arguments(dataset, seed, selected):
+    arguments = ["nona.pipeline.experiment", "--dataset", dataset, "--profile", PROFILE, "--seed", seed,
+                 "--out-dir", f"{RUNS_DIR}/{dataset}", "--ablation", selected, "--settings-json", as_json(FINETUNE_SETTINGS)]
+    return arguments + (["--frozen-dir", f"{FROZEN_RUNS_DIR}/{dataset}"] if FROZEN_COMPARISON else [])
 
 
 # One job per (dataset, seed) trains every arm of the experiment on that split (with a GPU in the paper
-# profile); its outputs are the run records. The per-dataset notebook then only tabulates and plots them.
+# profile), fine-tuning the backbone's top (trainable_layers), and the frozen-backbone comparison; its
+# outputs are the run records. The per-dataset notebook then only tabulates and plots them.
 rule finetune_runs:
     input:
         SELECTED,
     output:
-        run_records("{dataset}", "{seed}"),
+        run_records("{dataset}", "{seed}", frozen=True),
     log:
         f"{BUILD}/logs/runs/{{dataset}}-seed{{seed}}.log",
     wildcard_constraints:
@@ -244,9 +264,7 @@ rule finetune_runs:
     resources:
         gpu=1,
     params:
-        command=lambda wc, input: python_command(["nona.pipeline.experiment", "--dataset", wc.dataset, "--profile", PROFILE,
-                                                  "--seed", wc.seed, "--out-dir", f"{RUNS_DIR}/{wc.dataset}",
-                                                  "--ablation", input[0], "--settings-json", as_json(FINETUNE_SETTINGS)]),
+        command=lambda wc, input: python_command(finetune_run_arguments(wc.dataset, wc.seed, input[0])),
     shell:
         JOB
 
@@ -255,7 +273,7 @@ rule finetune:
     input:
         "notebooks/finetune.md",
         SELECTED,
-        lambda wc: [r for seed in SETTINGS["finetune"]["seeds"] for r in run_records(wc.dataset, seed)],
+        lambda wc: [r for seed in SETTINGS["finetune"]["seeds"] for r in run_records(wc.dataset, seed, frozen=True)],
     output:
         f"{BUILD}/executed/finetune-{{dataset}}.ipynb",
     log:
@@ -273,14 +291,15 @@ rule results:
     input:
         "notebooks/results.md",
         [f"{BUILD}/executed/finetune-{d}.ipynb" for d in DATASETS],
-        [r for d in DATASETS for seed in SETTINGS["finetune"]["seeds"] for r in run_records(d, seed)],
+        [r for d in DATASETS for seed in SETTINGS["finetune"]["seeds"] for r in run_records(d, seed, frozen=True)],
     output:
         f"{BUILD}/executed/results.ipynb",
     log:
         f"{BUILD}/logs/results.log",
     params:
         command=lambda wc, input, output: notebook_command(input[0], output[0], {"profile": PROFILE, "datasets": DATASETS,
-                                                                                 "runs_dir": RUNS_DIR, **SETTINGS["results"]}),
+                                                                                 "runs_dir": RUNS_DIR, **SETTINGS["results"],
+                                                                                 "frozen_runs_dir": FROZEN_RUNS_DIR if FROZEN_COMPARISON else ""}),
     shell:
         JOB
 
