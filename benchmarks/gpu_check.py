@@ -35,16 +35,29 @@ def require_cuda() -> None:
     import torch
 
     if not torch.cuda.is_available():
-        sys.exit("gpu-check needs a CUDA GPU, and torch.cuda.is_available() is False on this machine "
-                 f"(torch {torch.__version__}, CUDA build {torch.version.cuda}). Run it on a GPU machine; "
-                 "the CPU build is `make book`.")
+        sys.exit(
+            "gpu-check needs a CUDA GPU, and torch.cuda.is_available() is False on this machine "
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}). Run it on a GPU machine; "
+            "the CPU build is `make book`."
+        )
 
 
 def smoke_pipeline(build: Path) -> float:
     """Run the smoke profile's pipeline into ``build``; returns its wall seconds."""
     started = time.perf_counter()
     env = {**os.environ, "NONA_BUILD": str(build)}
-    command = [sys.executable, "-m", "snakemake", "--profile", "profiles/smoke", "--cores", "all", "--nolock", "--quiet", "rules"]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        "profiles/smoke",
+        "--cores",
+        "all",
+        "--nolock",
+        "--quiet",
+        "rules",
+    ]
     done = subprocess.run(command, cwd=REPO, env=env)
     if done.returncode != 0:
         sys.exit(f"the smoke pipeline failed (exit {done.returncode}); see the logs under {build}/logs")
@@ -101,8 +114,13 @@ def throughput(dataset: str, batch_size: int) -> dict:
     embed_all(model, subset, batch_size=256)
     torch.cuda.synchronize()
     inference = n / (time.perf_counter() - started)
-    out = {"dataset": dataset, "train_per_s": batch_size / step, "infer_per_s": inference, "ms_per_step": 1e3 * step,
-           "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+    out = {
+        "dataset": dataset,
+        "train_per_s": batch_size / step,
+        "infer_per_s": inference,
+        "ms_per_step": 1e3 * step,
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+    }
     if backbone.modality == "text":
         words = np.mean([len(str(t).split()) for t in inputs.inputs])
         out.update(train_words_per_s=out["train_per_s"] * words, infer_words_per_s=inference * words)
@@ -119,9 +137,13 @@ def fine_tune_digits(out: Path) -> dict:
     torch.cuda.reset_peak_memory_stats()
     config = TrainConfig(device="cuda", trainable_layers="all", backbone_lr=1e-5, max_epochs=60, patience=10)
     records = train_dataset("digits-rotation", "gpu-check", [0], ["dense", "nona"], config, out / "digits-rotation")
-    return {"records": {r.arm: {k: r.data[k] for k in ("test_mse", "knn_test_mse", "epochs", "train_seconds", "seconds_per_step")}
-                        for r in records},
-            "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+    return {
+        "records": {
+            r.arm: {k: r.data[k] for k in ("test_mse", "knn_test_mse", "epochs", "train_seconds", "seconds_per_step")}
+            for r in records
+        },
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+    }
 
 
 def paper_gpu_hours(image_per_s: float, text_per_s: float, epochs: int = 50, seeds: int = 10, arms: int = 5) -> float:
@@ -165,20 +187,43 @@ def main(argv: list[str] | None = None) -> int:
     if smoke_seconds is not None:
         print(f"| smoke pipeline (wall) | {smoke_seconds:.0f} s |")
     for arm, r in digits["records"].items():
-        print(f"| digits-rotation, {arm}, end to end: test MSE ×10³ (k-NN) | {1e3 * r['test_mse']:.2f} ({1e3 * r['knn_test_mse']:.2f}), "
-              f"{r['epochs']} epochs, {r['train_seconds']:.0f} s, {1e3 * r['seconds_per_step']:.1f} ms/step |")
+        print(
+            f"| digits-rotation, {arm}, end to end: test MSE ×10³ (k-NN) | "
+            f"{1e3 * r['test_mse']:.2f} ({1e3 * r['knn_test_mse']:.2f}), "
+            f"{r['epochs']} epochs, {r['train_seconds']:.0f} s, {1e3 * r['seconds_per_step']:.1f} ms/step |"
+        )
     print(f"| EfficientNet-Lite0 (64 px) + NONA, training, batch 128 | {image['train_per_s']:.0f} images/s |")
     print(f"| EfficientNet-Lite0 (64 px), inference | {image['infer_per_s']:.0f} images/s |")
-    print(f"| MiniLM + NONA, training, batch 128 | {text['train_per_s']:.0f} texts/s, {text['train_words_per_s']:.0f} words/s |")
+    print(
+        f"| MiniLM + NONA, training, batch 128 | {text['train_per_s']:.0f} texts/s, "
+        f"{text['train_words_per_s']:.0f} words/s |"
+    )
     print(f"| MiniLM, inference | {text['infer_per_s']:.0f} texts/s, {text['infer_words_per_s']:.0f} words/s |")
-    print(f"| peak GPU memory (digits fine-tuning; throughput runs) | {digits['peak_gib']:.2f} GiB; "
-          f"{max(image['peak_gib'], text['peak_gib']):.2f} GiB |")
+    print(
+        f"| peak GPU memory (digits fine-tuning; throughput runs) | {digits['peak_gib']:.2f} GiB; "
+        f"{max(image['peak_gib'], text['peak_gib']):.2f} GiB |"
+    )
     print(f"| paper profile, rough estimate | {hours:.1f} GPU-hours |")
-    print("\nEstimate: every training example of the paper's ten datasets x 50 epochs x 10 seeds x 5 arms, plus a quarter for "
-          "validation, at the rates above (images and audio at the image rate); the paper's backbones are larger, so read "
-          "it as an order of magnitude.")
-    (build / "gpu-check.json").write_text(json.dumps({"date": date, "device": torch.cuda.get_device_name(0), "smoke_seconds": smoke_seconds,
-                                                      "digits": digits, "image": image, "text": text, "paper_gpu_hours": hours}, indent=1))
+    print(
+        "\nEstimate: every training example of the paper's ten datasets x 50 epochs x 10 seeds x 5 arms, "
+        "plus a quarter for validation, at the rates above (images and audio at the image rate); "
+        "the paper's backbones are larger, so read "
+        "it as an order of magnitude."
+    )
+    (build / "gpu-check.json").write_text(
+        json.dumps(
+            {
+                "date": date,
+                "device": torch.cuda.get_device_name(0),
+                "smoke_seconds": smoke_seconds,
+                "digits": digits,
+                "image": image,
+                "text": text,
+                "paper_gpu_hours": hours,
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

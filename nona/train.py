@@ -27,8 +27,8 @@ from tqdm import tqdm
 from nona.devices import move_to, resolve_device
 from nona.heads import NONA, PROJECTOR_STYLES, DenseHead, Projector
 from nona.neighbour_heads import NCA, DifferentiableKNN
-from nona.softstep import PARAM_MODES, SOFTSTEP_FUNCTIONS, softstep_from_spec
 from nona.similarity import SIMILARITIES
+from nona.softstep import PARAM_MODES, SOFTSTEP_FUNCTIONS, softstep_from_spec
 
 HEADS = ("dense", "nona", "nca", "dknn")
 # Heads that predict from neighbours (NONA and its subclasses in nona.neighbour_heads), with their names.
@@ -77,9 +77,13 @@ class TrainConfig:
                 f"the {NEIGHBOUR_HEADS[self.head]} head needs batch_size >= 2: each point's neighbours are the rest of its batch"
             )
         if self.head == "nca" and self.similarity != "rbf":
-            raise ValueError(f"the NCA head is defined on the rbf similarity; set similarity='rbf' (got {self.similarity!r})")
+            raise ValueError(
+                f"the NCA head is defined on the rbf similarity; set similarity='rbf' (got {self.similarity!r})"
+            )
         if self.head == "dknn" and self.softstep == "none":
-            raise ValueError("the dknn head learns its k through SoftStep and needs one: set softstep to e.g. 'lu-global'")
+            raise ValueError(
+                "the dknn head learns its k through SoftStep and needs one: set softstep to e.g. 'lu-global'"
+            )
         for name in ("lr", "backbone_lr"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -93,7 +97,9 @@ def check_trainable_layers(value: object) -> int | str:
     """``value`` if it is a valid ``trainable_layers`` (a non-negative integer or ``"all"``); else a ValueError."""
     if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
         return value
-    raise ValueError(f"trainable_layers must be 0 (frozen backbone), a positive number of top blocks or 'all', got {value!r}")
+    raise ValueError(
+        f"trainable_layers must be 0 (frozen backbone), a positive number of top blocks or 'all', got {value!r}"
+    )
 
 
 def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
@@ -155,7 +161,7 @@ class RawInputs:
     def __len__(self) -> int:
         return len(self.inputs)
 
-    def subset(self, indices: np.ndarray) -> "RawInputs":
+    def subset(self, indices: np.ndarray) -> RawInputs:
         """The inputs at ``indices`` (e.g. one split)."""
         picked = self.inputs[indices] if isinstance(self.inputs, np.ndarray) else [self.inputs[i] for i in indices]
         return RawInputs(self.backbone, picked, self.sample_rate)
@@ -174,7 +180,9 @@ def input_length(x: Inputs) -> int:
     if isinstance(x, Mapping):
         lengths = {len(v) for v in x.values()}
         if len(lengths) != 1:
-            raise ValueError(f"the tensors of a mapping input must all have one length per example, got lengths {sorted(lengths)}")
+            raise ValueError(
+                f"the tensors of a mapping input must all have one length per example, got lengths {sorted(lengths)}"
+            )
         return lengths.pop()
     return len(x)
 
@@ -216,12 +224,17 @@ def embed_all(model: RegressionModel, x: Inputs, batch_size: int = 4096) -> Tens
     """Embeddings of every row of ``x`` (on the model's device), in evaluation mode and without gradients."""
     model.eval()
     device, n = _model_device(model), input_length(x)
-    return torch.cat([model.embed(_batch(x, torch.arange(i, min(i + batch_size, n)), device)) for i in range(0, n, batch_size)])
+    return torch.cat(
+        [model.embed(_batch(x, torch.arange(i, min(i + batch_size, n)), device)) for i in range(0, n, batch_size)]
+    )
 
 
 @torch.no_grad()
 def predict(model: RegressionModel, x: Inputs, x_train: Inputs, y_train: Tensor) -> Tensor:
-    """Predictions for ``x`` (on the model's device); a neighbour head uses the training set's embeddings, computed once, as neighbours."""
+    """Predictions for ``x`` on the model's device; a neighbour head uses the training set's embeddings as neighbours.
+
+    The training embeddings are computed once per call, without gradients.
+    """
     model.eval()
     z = embed_all(model, x)
     if not model.predicts_from_neighbours:
@@ -246,11 +259,17 @@ def _optimizer(model: RegressionModel, config: TrainConfig) -> torch.optim.Optim
 def _check_sample_weight(sample_weight: Tensor, n_train: int) -> Tensor:
     weights = torch.as_tensor(sample_weight, dtype=torch.float64)
     if weights.shape != (n_train,):
-        raise ValueError(f"sample_weight must hold one weight per training point, shape ({n_train},), got {tuple(weights.shape)}")
+        raise ValueError(
+            f"sample_weight must hold one weight per training point, shape ({n_train},), got {tuple(weights.shape)}"
+        )
     if not torch.isfinite(weights).all():
-        raise ValueError("sample_weight contains NaN or inf; pass finite weights (e.g. from nona.baselines.knn_loss_weights)")
+        raise ValueError(
+            "sample_weight contains NaN or inf; pass finite weights (e.g. from nona.baselines.knn_loss_weights)"
+        )
     if (weights < 0).any() or not weights.sum() > 0:
-        raise ValueError("sample_weight must be non-negative with a positive sum; a negative weight would reward errors")
+        raise ValueError(
+            "sample_weight must be non-negative with a positive sum; a negative weight would reward errors"
+        )
     # Rescaled in float64, then rounded to float32: constant weights become exactly 1.0,
     # so the weighted loss reproduces the unweighted one.
     return (weights / weights.mean()).to(torch.float32)
@@ -282,7 +301,9 @@ def fit(
             raise ValueError(f"{name} contains NaN or inf labels; clean the labels before training")
     n_train, n_val = input_length(x_train), input_length(x_val)
     if n_train != len(y_train) or n_val != len(y_val):
-        raise ValueError(f"inputs and labels differ in length: {n_train} vs {len(y_train)} (train), {n_val} vs {len(y_val)} (val)")
+        raise ValueError(
+            f"inputs and labels differ in length: {n_train} vs {len(y_train)} (train), {n_val} vs {len(y_val)} (val)"
+        )
     weights = None if sample_weight is None else _check_sample_weight(sample_weight, len(y_train))
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
@@ -297,7 +318,9 @@ def fit(
     history: dict[str, list[float]] = {"train_mse": [], "val_mse": []}
     steps, step_seconds = 0, 0.0
     started = time.perf_counter()
-    epochs = tqdm(range(1, config.max_epochs + 1), desc=f"{config.head} seed {config.seed}", disable=not progress, leave=False)
+    epochs = tqdm(
+        range(1, config.max_epochs + 1), desc=f"{config.head} seed {config.seed}", disable=not progress, leave=False
+    )
     for epoch in epochs:
         model.train()
         order = torch.randperm(n_train, generator=generator).to(device)
@@ -336,10 +359,14 @@ def fit(
             if waited >= config.patience:
                 break
     if best_state is None:
-        raise ValueError(f"the validation MSE was never finite in {len(history['val_mse'])} epochs (NaN or inf predictions); "
-                         "lower the learning rates or check the inputs for NaN")
+        raise ValueError(
+            f"the validation MSE was never finite in {len(history['val_mse'])} epochs (NaN or inf predictions); "
+            "lower the learning rates or check the inputs for NaN"
+        )
     model.load_state_dict(best_state)
-    return FitResult(best_epoch, best_val, len(history["val_mse"]), time.perf_counter() - started, history, steps, step_seconds)
+    return FitResult(
+        best_epoch, best_val, len(history["val_mse"]), time.perf_counter() - started, history, steps, step_seconds
+    )
 
 
 def tuned_knn(

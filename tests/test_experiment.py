@@ -23,8 +23,20 @@ FAST = TrainConfig(max_epochs=2, patience=2, batch_size=64, device="cpu")
 
 def test_records_resume_and_aggregate(tmp_path):
     logs = []
-    table = method_table(train_dataset("synthetic-2d", "smoke", [0, 1], ["dense", "nona"], FAST, tmp_path / "synthetic-2d", log=logs.append))
-    assert sorted(table.method.unique()) == ["Dense", "Dense + NNK", "Dense + k-NN", "Dense ⊕ k-NN", "NONA", "NONA + NNK", "NONA + k-NN"]
+    table = method_table(
+        train_dataset(
+            "synthetic-2d", "smoke", [0, 1], ["dense", "nona"], FAST, tmp_path / "synthetic-2d", log=logs.append
+        )
+    )
+    assert sorted(table.method.unique()) == [
+        "Dense",
+        "Dense + NNK",
+        "Dense + k-NN",
+        "Dense ⊕ k-NN",
+        "NONA",
+        "NONA + NNK",
+        "NONA + k-NN",
+    ]
     assert set(table[table.extension].method) == {"Dense + NNK", "NONA + NNK", "Dense ⊕ k-NN"}
     record = json.loads(record_path(tmp_path / "synthetic-2d", "nona", 1).read_text())
     assert record["split_sizes"] == {"train": 1360, "val": 240, "test": 400}
@@ -35,7 +47,11 @@ def test_records_resume_and_aggregate(tmp_path):
 
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "synthetic-2d").rglob("seed*.json")}
     logs.clear()
-    again = method_table(train_dataset("synthetic-2d", "smoke", [0, 1], ["dense", "nona"], FAST, tmp_path / "synthetic-2d", log=logs.append))
+    again = method_table(
+        train_dataset(
+            "synthetic-2d", "smoke", [0, 1], ["dense", "nona"], FAST, tmp_path / "synthetic-2d", log=logs.append
+        )
+    )
     assert all("skipped" in line for line in logs) and len(logs) == 4
     assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "synthetic-2d").rglob("seed*.json")}
     assert again.equals(table)
@@ -47,9 +63,13 @@ def test_records_resume_and_aggregate(tmp_path):
 
 def test_head_configs_override_per_head_and_changed_settings_retrain(tmp_path):
     logs = []
-    selected = {"nona": {"head": "nona", "similarity": "cos", "softstep": "none", "batch_size": 32, "embed_dim": 8},
-                "dense": {"head": "dense", "batch_size": 128, "embed_dim": 4}}
-    train_dataset("synthetic-2d", "smoke", [0], ["dense", "nona"], FAST, tmp_path, log=logs.append, head_configs=selected)
+    selected = {
+        "nona": {"head": "nona", "similarity": "cos", "softstep": "none", "batch_size": 32, "embed_dim": 8},
+        "dense": {"head": "dense", "batch_size": 128, "embed_dim": 4},
+    }
+    train_dataset(
+        "synthetic-2d", "smoke", [0], ["dense", "nona"], FAST, tmp_path, log=logs.append, head_configs=selected
+    )
     nona = json.loads(record_path(tmp_path, "nona", 0).read_text())["config"]
     dense = json.loads(record_path(tmp_path, "dense", 0).read_text())["config"]
     assert (nona["similarity"], nona["softstep"], nona["batch_size"], nona["embed_dim"]) == ("cos", "none", 32, 8)
@@ -64,17 +84,35 @@ def test_head_configs_override_per_head_and_changed_settings_retrain(tmp_path):
 def test_extension_runs_inherit_the_selected_sizes_and_are_marked(tmp_path):
     from nona.pipeline.experiment import arm_config
 
-    selected = {"nona": {"head": "nona", "similarity": "cos", "softstep": "none", "batch_size": 32, "embed_dim": 8},
-                "dense": {"head": "dense", "batch_size": 128, "embed_dim": 4}}
+    selected = {
+        "nona": {"head": "nona", "similarity": "cos", "softstep": "none", "batch_size": 32, "embed_dim": 8},
+        "dense": {"head": "dense", "batch_size": 128, "embed_dim": 4},
+    }
     nca = arm_config("nca", FAST, selected)
-    assert (nca.head, nca.similarity, nca.softstep, nca.batch_size, nca.embed_dim) == ("nca", "rbf", "lu-pointwise", 32, 8)
+    assert (nca.head, nca.similarity, nca.softstep, nca.batch_size, nca.embed_dim) == (
+        "nca",
+        "rbf",
+        "lu-pointwise",
+        32,
+        8,
+    )
     weighted = arm_config("dense-knnw", FAST, selected)
     assert (weighted.head, weighted.loss_weights, weighted.batch_size, weighted.embed_dim) == ("dense", "knn", 128, 4)
     with pytest.raises(ValueError, match="unknown arm 'knn'"):
         arm_config("knn", FAST)
 
-    table = method_table(train_dataset("synthetic-2d", "smoke", [0], ["nca", "dknn", "dense-knnw"], FAST, tmp_path, log=lambda _: None,
-                                        head_configs=selected))
+    table = method_table(
+        train_dataset(
+            "synthetic-2d",
+            "smoke",
+            [0],
+            ["nca", "dknn", "dense-knnw"],
+            FAST,
+            tmp_path,
+            log=lambda _: None,
+            head_configs=selected,
+        )
+    )
     assert set(table.method) == {"NCA + SoftStep", "Diff. k-NN + SoftStep", "Dense, k-NN-weighted loss"}
     assert table.extension.all()
     record = json.loads(record_path(tmp_path, "dense-knnw", 0).read_text())
@@ -105,10 +143,18 @@ def test_tabulating_without_records_says_what_to_do(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_profile_runs_every_notebook(tmp_path):
-    env = {**os.environ, "NONA_BUILD": str(tmp_path), "MPLBACKEND": "Agg", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "NONA_BUILD": str(tmp_path),
+        "MPLBACKEND": "Agg",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
     done = subprocess.run(
         [sys.executable, "-m", "snakemake", "--profile", "profiles/smoke", "--nolock", "--cores", "2"],
-        cwd=REPO, env=env, capture_output=True, text=True,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     executed = sorted(p.name for p in (tmp_path / "executed").glob("*.ipynb"))
@@ -120,10 +166,17 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
 def test_paper_profile_dry_run_lists_one_job_per_dataset_and_seed():
     done = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--profile", "profiles/paper", "--nolock", "--quiet", "rules"],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    counts = {line.split()[0]: int(line.split()[1]) for line in done.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
+    counts = {
+        line.split()[0]: int(line.split()[1])
+        for line in done.stdout.splitlines()
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    }
     assert counts["finetune_runs"] == 100 and counts["finetune"] == 10 and counts["results"] == 1
     # The ablation on RSNA: one job per (stage, seed) for the four NONA stages, the projector extension
     # stage, the dense grid and the paper's choice, 3 seeds each; five stage selections plus the dense grid's.
@@ -133,8 +186,8 @@ def test_paper_profile_dry_run_lists_one_job_per_dataset_and_seed():
 
 
 def test_relative_to_dense_gives_the_papers_median_reduction():
-    from nona.pipeline.records import relative_to_dense
     from nona.paper.reference import paper_table1
+    from nona.pipeline.records import relative_to_dense
 
     relative = relative_to_dense(paper_table1())
     assert list(relative.columns) == ["Dense", "Dense + k-NN", "NONA", "NONA + k-NN"]
@@ -170,8 +223,17 @@ def test_fine_tuned_and_frozen_runs_record_their_trainable_layers(tmp_path, monk
     monkeypatch.setattr(experiment, "load_features", fake_load)
     monkeypatch.setattr(experiment, "effective_trainable_layers", lambda dataset, k: k)
     config = TrainConfig(max_epochs=2, patience=2, batch_size=64, device="cpu", trainable_layers=1)
-    records = train_dataset("synthetic-2d", "smoke", [0], ["dense", "nona", "nca"], config, tmp_path / "ft",
-                            frozen_dir=tmp_path / "frozen", trainable_arms=["dense", "nona"], log=lambda line: None)
+    records = train_dataset(
+        "synthetic-2d",
+        "smoke",
+        [0],
+        ["dense", "nona", "nca"],
+        config,
+        tmp_path / "ft",
+        frozen_dir=tmp_path / "frozen",
+        trainable_arms=["dense", "nona"],
+        log=lambda line: None,
+    )
     assert sorted(loads) == [0, 1]  # inputs loaded once per trainable_layers
     layers = {r.arm: (r.config["trainable_layers"], r.data["trainable_layers"]) for r in records}
     assert layers == {"dense": (1, 1), "nona": (1, 1), "nca": (0, 0)}
@@ -183,8 +245,16 @@ def test_fine_tuned_and_frozen_runs_record_their_trainable_layers(tmp_path, monk
 
 
 def test_frozen_vs_finetuned_tabulates_both_folders(tmp_path):
-    train_dataset("synthetic-2d", "smoke", [0, 1], ["dense", "nona"], FAST, tmp_path / "ft" / "synthetic-2d",
-                  frozen_dir=tmp_path / "frozen" / "synthetic-2d", log=lambda line: None)
+    train_dataset(
+        "synthetic-2d",
+        "smoke",
+        [0, 1],
+        ["dense", "nona"],
+        FAST,
+        tmp_path / "ft" / "synthetic-2d",
+        frozen_dir=tmp_path / "frozen" / "synthetic-2d",
+        log=lambda line: None,
+    )
     scores, per_step = experiment.frozen_vs_finetuned(tmp_path / "ft", tmp_path / "frozen", ["synthetic-2d"])
     assert set(scores.method) == {"Dense", "Dense + k-NN", "NONA", "NONA + k-NN"}
     assert set(scores.backbone) == {"fine-tuned", "frozen"} and (scores.n_seeds == 2).all()

@@ -75,8 +75,14 @@ def test_activation_cache_is_keyed_and_reused(tmp_path, audio, monkeypatch):
     import nona.backbones.cache as cache_module
 
     rng = np.random.default_rng(0)
-    ds = Dataset("heart-rate-audio", "audio", rng.standard_normal((6, 4000)).astype(np.float32), rng.uniform(50, 150, 6),
-                 [f"c{i}" for i in range(6)], sample_rate=4000)
+    ds = Dataset(
+        "heart-rate-audio",
+        "audio",
+        rng.standard_normal((6, 4000)).astype(np.float32),
+        rng.uniform(50, 150, 6),
+        [f"c{i}" for i in range(6)],
+        sample_rate=4000,
+    )
     calls = []
     real = cache_module.extract_activations
     monkeypatch.setattr(cache_module, "extract_activations", lambda *a, **kw: calls.append(1) or real(*a, **kw))
@@ -122,7 +128,7 @@ def _recording_mover(monkeypatch):
 
     def recording(batch, device):
         out = real(batch, device)
-        for t in (out.values() if isinstance(out, dict) else [out]):
+        for t in out.values() if isinstance(out, dict) else [out]:
             if isinstance(t, torch.Tensor):
                 moved.add(id(t))
         return out
@@ -155,7 +161,9 @@ def test_every_model_input_goes_through_the_mover(kind, monkeypatch):
         return real_embed(batch)
 
     monkeypatch.setattr(model, "embed", checking_embed)
-    part = (lambda idx: x.subset(idx)) if kind == "raw" else (lambda idx: train_module.take_rows(x, torch.as_tensor(idx)))
+    part = (
+        (lambda idx: x.subset(idx)) if kind == "raw" else (lambda idx: train_module.take_rows(x, torch.as_tensor(idx)))
+    )
     fit(model, (part(np.arange(30)), y[:30], part(np.arange(30, 40)), y[30:]), config)
     predict(model, part(np.arange(30, 40)), part(np.arange(30)), y[:30])
     embed_all(model, part(np.arange(30, 40)))
@@ -172,7 +180,7 @@ def test_cpu_inputs_predict_on_a_cuda_model():
 
 
 def test_predict_moves_the_callers_cpu_inputs_itself(monkeypatch):
-    """The old bug: fit moved its own copies, predict got the caller's tensors; now every batch moves to the model's device."""
+    """The old bug: fit moved its own copies, predict got the caller's tensors; now predict moves every batch itself."""
     x, y = torch.randn(50, 3), torch.rand(50)
     config = TrainConfig(head="nona", softstep="none", batch_size=8, max_epochs=1, device="cpu")
     model = RegressionModel(3, config)

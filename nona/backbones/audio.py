@@ -21,11 +21,15 @@ def _mel_to_hz(m: np.ndarray) -> np.ndarray:
     return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
 
 
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None) -> torch.Tensor:
+def mel_filterbank(
+    sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None
+) -> torch.Tensor:
     """Triangular filters (n_mels, n_fft // 2 + 1) equally spaced on the HTK mel scale, each peaking at 1."""
     f_max = sample_rate / 2.0 if f_max is None else f_max
     if not 0.0 <= f_min < f_max <= sample_rate / 2.0:
-        raise ValueError(f"need 0 <= f_min < f_max <= sample_rate / 2, got f_min={f_min}, f_max={f_max}, sample_rate={sample_rate}")
+        raise ValueError(
+            f"need 0 <= f_min < f_max <= sample_rate / 2, got f_min={f_min}, f_max={f_max}, sample_rate={sample_rate}"
+        )
     bins = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
     edges = _mel_to_hz(np.linspace(_hz_to_mel(f_min), _hz_to_mel(f_max), n_mels + 2))
     lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
@@ -80,14 +84,20 @@ class AudioCNN(_WaveformBackbone):
         self.channels = int(channels)
         self.dilations = tuple(int(d) for d in dilations)
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
-        self.register_buffer("mel", mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, f_min=20.0), persistent=False)
+        self.register_buffer(
+            "mel", mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, f_min=20.0), persistent=False
+        )
         # Seeded initialisation without disturbing the caller's random stream.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             layers: list[nn.Module] = [nn.Conv1d(self.n_mels, channels, kernel_size=3, padding=1)]
             for d in self.dilations:
                 # GroupNorm has no running statistics, so frozen features do not depend on train/eval mode.
-                layers += [nn.GroupNorm(8, channels), nn.GELU(), nn.Conv1d(channels, channels, kernel_size=3, padding=d, dilation=d)]
+                layers += [
+                    nn.GroupNorm(8, channels),
+                    nn.GELU(),
+                    nn.Conv1d(channels, channels, kernel_size=3, padding=d, dilation=d),
+                ]
             layers += [nn.GroupNorm(8, channels), nn.GELU()]
             self.net = nn.Sequential(*layers)
         self.out_dim = 2 * channels
@@ -202,9 +212,15 @@ class WhisperTinyEncoder(Backbone):
         # The encoder takes exactly 2 * max_source_positions mel frames (30 s for the released models).
         n_samples = 2 * cfg.max_source_positions * hop
         if n_samples % self.sample_rate:
-            raise ValueError(f"whisper_tiny: max_source_positions must be a multiple of 50 (whole seconds), got {cfg.max_source_positions}")
+            raise ValueError(
+                f"whisper_tiny: max_source_positions must be a multiple of 50 (whole seconds), got {cfg.max_source_positions}"
+            )
         self.features = WhisperFeatureExtractor(
-            feature_size=cfg.num_mel_bins, sampling_rate=self.sample_rate, hop_length=hop, chunk_length=n_samples // self.sample_rate, n_fft=400
+            feature_size=cfg.num_mel_bins,
+            sampling_rate=self.sample_rate,
+            hop_length=hop,
+            chunk_length=n_samples // self.sample_rate,
+            n_fft=400,
         )
         self.n_frames = 2 * cfg.max_source_positions
         self.out_dim = int(cfg.d_model)
@@ -220,7 +236,12 @@ class WhisperTinyEncoder(Backbone):
             raise ValueError("whisper_tiny: pass the sample_rate of the audio to transform()")
         audio = resample(np.asarray(inputs, dtype=np.float32), int(sample_rate), self.sample_rate)
         out = self.features(
-            list(audio), sampling_rate=self.sample_rate, return_tensors="pt", padding="max_length", truncation=True, return_attention_mask=True
+            list(audio),
+            sampling_rate=self.sample_rate,
+            return_tensors="pt",
+            padding="max_length",
+            truncation=True,
+            return_attention_mask=True,
         )
         return {"input_features": out["input_features"], "attention_mask": out["attention_mask"]}
 

@@ -11,9 +11,11 @@ from torch import nn
 
 OFFLINE_ENVS = ("NONA_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
+
 def offline() -> bool:
     """True when the environment forbids downloads (NONA_OFFLINE, HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE set)."""
     return any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"} for v in OFFLINE_ENVS)
+
 
 def missing_weights(identifier: str, how: str, error: BaseException | None = None) -> FileNotFoundError:
     """The error raised when pretrained weights are neither cached nor downloadable."""
@@ -26,6 +28,7 @@ def missing_weights(identifier: str, how: str, error: BaseException | None = Non
         f"pretrained weights {identifier!r} are not available: they are not in the local cache and {mode}{reason}. "
         f"On a machine with internet access, {how}; or unset the offline variables to let the companion download them."
     )
+
 
 class Backbone(nn.Module):
     """A feature extractor: ``embed(transform(inputs))`` is a (b, out_dim) float tensor."""
@@ -46,7 +49,7 @@ class Backbone(nn.Module):
         """Same as ``embed``."""
         return self.embed(batch)
 
-    def trainable(self, flag: bool = True) -> "Backbone":
+    def trainable(self, flag: bool = True) -> Backbone:
         """Unfreeze (True) or freeze (False) every parameter; train/eval mode is left to the caller."""
         for p in self.parameters():
             p.requires_grad_(flag)
@@ -55,12 +58,17 @@ class Backbone(nn.Module):
     @property
     def n_blocks(self) -> int:
         """How many top blocks ``trainable_layers`` can count (stages of a CNN, layers of a transformer)."""
-        raise NotImplementedError(f"{self.name}: fine-tuning only its top blocks is not supported; use trainable_layers=0 or 'all'")
+        raise NotImplementedError(
+            f"{self.name}: fine-tuning only its top blocks is not supported; use trainable_layers=0 or 'all'"
+        )
 
     def check_top(self, k: int) -> int:
         """``k`` if the backbone has at least ``k`` >= 1 blocks to train; else a ValueError that gives the range."""
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.n_blocks:
-            raise ValueError(f"{self.name}: the number of trainable top blocks must be an integer from 1 to {self.n_blocks}, got {k!r}")
+            raise ValueError(
+                f"{self.name}: the number of trainable top blocks must be an integer "
+                f"from 1 to {self.n_blocks}, got {k!r}"
+            )
         return k
 
     def below(self, batch: Any, k: int) -> torch.Tensor | dict[str, torch.Tensor]:

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from nona.io.atomic import atomic_path, write_json
 from nona.backbones.base import Backbone
 from nona.data import Dataset, get_manifest, load_dataset
+from nona.io.atomic import atomic_path, write_json
 from nona.io.paths import BUILD_DIR
 
 # Bump when the cache layout or the extraction procedure changes: old entries are then ignored.
@@ -38,7 +38,9 @@ def extract_features(
             starts = range(0, n, batch_size)
             for start in tqdm(starts, desc=desc or f"{backbone.name} features", unit="batch", disable=not progress):
                 chunk = inputs[start : start + batch_size]
-                out[start : start + len(chunk)] = backbone.embed(backbone.transform(chunk, sample_rate=sample_rate)).float().cpu().numpy()
+                out[start : start + len(chunk)] = (
+                    backbone.embed(backbone.transform(chunk, sample_rate=sample_rate)).float().cpu().numpy()
+                )
     finally:
         backbone.train(was_training)
     return out
@@ -100,7 +102,9 @@ def cached_features(
         features = np.load(path)
         if features.shape == (len(ds), backbone.out_dim):
             return features
-    features = extract_features(backbone, ds.inputs, ds.sample_rate, batch_size, progress, desc=f"{ds.name} / {backbone.name}")
+    features = extract_features(
+        backbone, ds.inputs, ds.sample_rate, batch_size, progress, desc=f"{ds.name} / {backbone.name}"
+    )
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, features)
     ids_sha256 = hashlib.sha256("\0".join(ds.ids).encode()).hexdigest()
@@ -129,7 +133,12 @@ def extract_activations(
     backbone.eval()
     try:
         with torch.inference_mode():
-            for start in tqdm(range(0, len(inputs), batch_size), desc=desc or f"{backbone.name} activations", unit="batch", disable=not progress):
+            for start in tqdm(
+                range(0, len(inputs), batch_size),
+                desc=desc or f"{backbone.name} activations",
+                unit="batch",
+                disable=not progress,
+            ):
                 chunk = inputs[start : start + batch_size]
                 out = backbone.below(backbone.transform(chunk, sample_rate=sample_rate), k)
                 parts.append({k_: v.cpu() for k_, v in out.items()} if isinstance(out, dict) else out.cpu())
@@ -184,9 +193,13 @@ def cached_activations(
         first = next(iter(saved.values())) if isinstance(saved, dict) else saved
         if len(first) == len(ds):
             return saved
-    activations = extract_activations(backbone, ds.inputs, k, ds.sample_rate, batch_size, progress, desc=f"{ds.name} / {backbone.name} below top {k}")
+    activations = extract_activations(
+        backbone, ds.inputs, k, ds.sample_rate, batch_size, progress, desc=f"{ds.name} / {backbone.name} below top {k}"
+    )
     with atomic_path(path) as tmp:
         torch.save(activations, tmp)
-    shapes = {n: list(v.shape) for n, v in activations.items()} if isinstance(activations, dict) else list(activations.shape)
+    shapes = (
+        {n: list(v.shape) for n, v in activations.items()} if isinstance(activations, dict) else list(activations.shape)
+    )
     write_json(path.with_suffix(".json"), {**key, "shape": shapes})
     return activations

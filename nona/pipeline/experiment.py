@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from nona.devices import move_to
 from nona.io.atomic import atomic_path, write_json
 from nona.io.provenance import now, run_provenance
 from nona.pipeline.records import RunRecord, record_path
-from nona.devices import move_to
 from nona.train import (
     RawInputs,
     RegressionModel,
@@ -67,8 +67,13 @@ ARMS: dict[str, dict[str, Any]] = {
 INHERITS = {"nca": "nona", "dknn": "nona", "dense-knnw": "dense"}
 # The arms trained again on frozen features for the comparison with fine-tuning.
 FROZEN_COMPARISON_ARMS = ("dense", "nona")
-METHOD_NAMES = {"dense": "Dense", "nona": "NONA", "nca": "NCA + SoftStep", "dknn": "Diff. k-NN + SoftStep",
-                "dense-knnw": "Dense, k-NN-weighted loss"}
+METHOD_NAMES = {
+    "dense": "Dense",
+    "nona": "NONA",
+    "nca": "NCA + SoftStep",
+    "dknn": "Diff. k-NN + SoftStep",
+    "dense-knnw": "Dense, k-NN-weighted loss",
+}
 
 
 def method_name(arm: str, knn: bool = False) -> str:
@@ -76,7 +81,9 @@ def method_name(arm: str, knn: bool = False) -> str:
     return METHOD_NAMES[arm] + (" + k-NN" if knn else "")
 
 
-def arm_config(arm: str, base: TrainConfig, head_configs: dict[str, dict[str, Any]] | None = None, seed: int = 0) -> TrainConfig:
+def arm_config(
+    arm: str, base: TrainConfig, head_configs: dict[str, dict[str, Any]] | None = None, seed: int = 0
+) -> TrainConfig:
     """The training configuration of ``arm``: ``base``, the selected settings of its head, then the arm's own."""
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; valid values are: {', '.join(ARMS)}")
@@ -108,7 +115,9 @@ def effective_trainable_layers(dataset: str, trainable_layers: int | str | bool)
     return trainable_layers if _backbone_name(dataset, trainable_layers) is not None else 0
 
 
-def load_features(dataset: str, trainable_layers: int | str | bool = 0, device: str = "cpu", *, backbone_trainable: bool | None = None):
+def load_features(
+    dataset: str, trainable_layers: int | str | bool = 0, device: str = "cpu", *, backbone_trainable: bool | None = None
+):
     """Inputs of every example for ``trainable_layers``, the labels, and the pretrained module to fine-tune (or None).
 
     0: cached frozen features (a tensor). k: cached activations below the
@@ -171,7 +180,9 @@ def train_and_evaluate(
         raise ValueError(f"{input_length(inputs)} inputs but {len(labels)} labels; they must be aligned one to one")
     if backbone is None:
         if not isinstance(inputs, torch.Tensor) or inputs.dim() != 2:
-            raise ValueError("without a backbone the inputs must be a feature tensor (n, D); pass the backbone (top) that takes them")
+            raise ValueError(
+                "without a backbone the inputs must be a feature tensor (n, D); pass the backbone (top) that takes them"
+            )
         x_train, x_val, x_test = _standardise(inputs[splits.train], inputs[splits.val], inputs[splits.test])
         in_dim = inputs.shape[1]
     else:
@@ -195,7 +206,9 @@ def train_and_evaluate(
         "best_epoch": result.best_epoch,
         "epochs": result.epochs_run,
         "train_seconds": result.seconds,
-        "backbone_trainable_parameters": 0 if backbone is None else sum(p.numel() for p in backbone.parameters() if p.requires_grad),
+        "backbone_trainable_parameters": 0
+        if backbone is None
+        else sum(p.numel() for p in backbone.parameters() if p.requires_grad),
         "steps": result.steps,
         "seconds_per_step": result.step_seconds / max(result.steps, 1),
         "history": result.history,
@@ -214,13 +227,15 @@ def train_and_evaluate(
     extensions = {}
     if config.loss_weights == "none" and config.head in ("dense", "nona"):
         extensions = _two_stage_extensions(config.head, z, (y_train, y_val, y_test), predictions, knn)
-    record.update({
-        "knn_method": method_name(config.head, knn=True),
-        "knn_test_mse": knn_test_mse,
-        "knn_params": knn_params,
-        "knn_seconds": knn_seconds,
-        "extensions": extensions,
-    })
+    record.update(
+        {
+            "knn_method": method_name(config.head, knn=True),
+            "knn_test_mse": knn_test_mse,
+            "knn_params": knn_params,
+            "knn_seconds": knn_seconds,
+            "extensions": extensions,
+        }
+    )
     arrays = {f"z_{part}": value for part, value in z.items()}
     arrays.update({f"pred_{part}": value.numpy() for part, value in predictions.items()})
     arrays.update({"y_train": y_train.numpy(), "y_val": y_val.numpy(), "y_test": y_test.numpy()})
@@ -242,7 +257,10 @@ def _frozen_features(x, backbone: torch.nn.Module | None) -> np.ndarray:
     try:
         with torch.no_grad():
             n = input_length(x)
-            parts = [backbone(move_to(take_rows(x, torch.arange(i, min(i + 256, n))), device)).cpu() for i in range(0, n, 256)]
+            parts = [
+                backbone(move_to(take_rows(x, torch.arange(i, min(i + 256, n))), device)).cpu()
+                for i in range(0, n, 256)
+            ]
     finally:
         backbone.train(was_training)
     return torch.cat(parts).numpy()
@@ -255,14 +273,22 @@ def _two_stage_extensions(head: str, z: dict, labels: tuple, predictions: dict, 
     y_train, y_val, y_test = (y.numpy() for y in labels)
     started = time.perf_counter()
     nnk, nnk_params = tuned_nnk(z["train"], y_train, z["val"], y_val)
-    out = {f"{METHOD_NAMES[head]} + NNK": {"test_mse": float(np.mean((nnk.predict(z["test"]) - y_test) ** 2)),
-                                           "params": nnk_params, "seconds": time.perf_counter() - started}}
+    out = {
+        f"{METHOD_NAMES[head]} + NNK": {
+            "test_mse": float(np.mean((nnk.predict(z["test"]) - y_test) ** 2)),
+            "params": nnk_params,
+            "seconds": time.perf_counter() - started,
+        }
+    }
     if head == "dense":
         started = time.perf_counter()
         lam = tuned_interpolation(predictions["val"].numpy(), knn.predict(z["val"]), y_val)
         blended = interpolate(predictions["test"].numpy(), knn.predict(z["test"]), lam)
-        out["Dense ⊕ k-NN"] = {"test_mse": float(np.mean((blended - y_test) ** 2)), "params": {"lambda": lam},
-                               "seconds": time.perf_counter() - started}
+        out["Dense ⊕ k-NN"] = {
+            "test_mse": float(np.mean((blended - y_test) ** 2)),
+            "params": {"lambda": lam},
+            "seconds": time.perf_counter() - started,
+        }
     return out
 
 
@@ -320,18 +346,26 @@ def train_dataset(
         started = now()
         log(f"{dataset}: training {arm} seed {seed} (trainable_layers={config.trainable_layers})")
         record, arrays = train_and_evaluate(inputs, labels, config, backbone)
-        record.update({
-            "dataset": dataset, "profile": profile, "head": arm, "seed": seed,
-            "method": method_name(arm), "knn_method": method_name(arm, knn=True),
-            "trainable_layers": config.trainable_layers,
-            "config": wanted,
-            "provenance": run_provenance(str(resolve_device(config.device)), started),
-        })
+        record.update(
+            {
+                "dataset": dataset,
+                "profile": profile,
+                "head": arm,
+                "seed": seed,
+                "method": method_name(arm),
+                "knn_method": method_name(arm, knn=True),
+                "trainable_layers": config.trainable_layers,
+                "config": wanted,
+                "provenance": run_provenance(str(resolve_device(config.device)), started),
+            }
+        )
         with atomic_path(path.with_suffix(".npz")) as tmp:
             np.savez_compressed(tmp, **arrays)
         write_json(path, record)
-        log(f"{dataset}: {arm} seed {seed}: test MSE {record['test_mse']:.5f}, k-NN {record['knn_test_mse']:.5f}, "
-            f"{record['epochs']} epochs, {1e3 * record['seconds_per_step']:.1f} ms per step")
+        log(
+            f"{dataset}: {arm} seed {seed}: test MSE {record['test_mse']:.5f}, k-NN {record['knn_test_mse']:.5f}, "
+            f"{record['epochs']} epochs, {1e3 * record['seconds_per_step']:.1f} ms per step"
+        )
     return [RunRecord.load(record_path(out_dir, arm, seed)) for arm in arms for seed in seeds]
 
 
@@ -341,7 +375,9 @@ def selected_head_configs(selection: str | Path | None) -> dict[str, dict[str, A
         return {}
     path = Path(selection)
     if not path.is_file():
-        raise FileNotFoundError(f"ablation selection {path} does not exist; run the ablation first (snakemake ... ablation)")
+        raise FileNotFoundError(
+            f"ablation selection {path} does not exist; run the ablation first (snakemake ... ablation)"
+        )
     return json.loads(path.read_text())["heads"]
 
 
@@ -350,9 +386,14 @@ def base_config(settings: dict[str, Any]) -> TrainConfig:
     fields = set(TrainConfig.__dataclass_fields__)
     extra = set(settings) - fields - {"seeds", "frozen_comparison", "trainable_arms"}
     if "backbone_trainable" in extra:
-        raise ValueError("the setting backbone_trainable is now trainable_layers: 0 (frozen), k (last k blocks) or 'all'")
+        raise ValueError(
+            "the setting backbone_trainable is now trainable_layers: 0 (frozen), k (last k blocks) or 'all'"
+        )
     if extra:
-        raise ValueError(f"unknown fine-tuning settings {sorted(extra)}; valid are: {', '.join(sorted(fields | {'seeds', 'frozen_comparison', 'trainable_arms'}))}")
+        raise ValueError(
+            f"unknown fine-tuning settings {sorted(extra)}; "
+            f"valid are: {', '.join(sorted(fields | {'seeds', 'frozen_comparison', 'trainable_arms'}))}"
+        )
     return TrainConfig(**{k: v for k, v in settings.items() if k in fields})
 
 
@@ -364,16 +405,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--profile", required=True)
     parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--out-dir", required=True, help="the dataset's runs folder, e.g. build/runs/quick/digits-rotation")
+    parser.add_argument(
+        "--out-dir", required=True, help="the dataset's runs folder, e.g. build/runs/quick/digits-rotation"
+    )
     parser.add_argument("--ablation", default="", help="selected.json of the ablation (the heads' configuration)")
     parser.add_argument("--settings-json", default="{}", help="the profile's fine-tuning settings (TrainConfig fields)")
     parser.add_argument("--arms", nargs="+", default=list(ARMS))
-    parser.add_argument("--frozen-dir", default="", help="also train the paper's two heads on frozen features into this folder")
+    parser.add_argument(
+        "--frozen-dir", default="", help="also train the paper's two heads on frozen features into this folder"
+    )
     args = parser.parse_args(argv)
     settings = json.loads(args.settings_json)
-    train_dataset(args.dataset, args.profile, [args.seed], args.arms, base_config(settings), args.out_dir,
-                  head_configs=selected_head_configs(args.ablation), frozen_dir=args.frozen_dir or None,
-                  trainable_arms=settings.get("trainable_arms"))
+    train_dataset(
+        args.dataset,
+        args.profile,
+        [args.seed],
+        args.arms,
+        base_config(settings),
+        args.out_dir,
+        head_configs=selected_head_configs(args.ablation),
+        frozen_dir=args.frozen_dir or None,
+        trainable_arms=settings.get("trainable_arms"),
+    )
     return 0
 
 
@@ -396,16 +449,31 @@ def frozen_vs_finetuned(finetuned_dir: str | Path, frozen_dir: str | Path, datas
 
     scores, steps = [], []
     for label, folder in (("fine-tuned", finetuned_dir), ("frozen", frozen_dir)):
-        records = [RunRecord.load(p) for d in datasets for arm in FROZEN_COMPARISON_ARMS
-                   for p in sorted((Path(folder) / d / arm).glob("seed*.json"))]
+        records = [
+            RunRecord.load(p)
+            for d in datasets
+            for arm in FROZEN_COMPARISON_ARMS
+            for p in sorted((Path(folder) / d / arm).glob("seed*.json"))
+        ]
         if not records:
             raise FileNotFoundError(f"no records of the {label} runs under {folder}; run the fine-tuning step first")
         table = method_table(records)
         scores.append(summary_table(table[~table.extension]).drop(columns="extension").assign(backbone=label))
-        steps += [{"dataset": r.dataset, "head": r.data["method"], "backbone": label,
-                   "trainable_layers": str(r.config.get("trainable_layers", 0)),
-                   "ms_per_step": 1e3 * r.data["seconds_per_step"]} for r in records if "seconds_per_step" in r.data]
+        steps += [
+            {
+                "dataset": r.dataset,
+                "head": r.data["method"],
+                "backbone": label,
+                "trainable_layers": str(r.config.get("trainable_layers", 0)),
+                "ms_per_step": 1e3 * r.data["seconds_per_step"],
+            }
+            for r in records
+            if "seconds_per_step" in r.data
+        ]
     per_step = pd.DataFrame(steps, columns=["dataset", "head", "backbone", "trainable_layers", "ms_per_step"])
-    per_step = (per_step.groupby(["dataset", "head", "backbone", "trainable_layers"])["ms_per_step"]
-                .agg(ms_per_step="mean", n_runs="count").reset_index())
+    per_step = (
+        per_step.groupby(["dataset", "head", "backbone", "trainable_layers"])["ms_per_step"]
+        .agg(ms_per_step="mean", n_runs="count")
+        .reset_index()
+    )
     return pd.concat(scores, ignore_index=True)[["dataset", "method", "backbone", "mean", "std", "n_seeds"]], per_step
