@@ -38,7 +38,8 @@ def python_command(arguments):
     # jobs side by side on the cores, and oversubscribed torch threads made
     # feature extraction ~10x slower.
     command = " ".join(shlex.quote(str(a)) for a in [sys.executable, "-m", *arguments])
-    return f"OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 {command}"
+    # NONA_PROFILE tells a notebook's record_numbers (nona.paper.published) which build it belongs to.
+    return f"NONA_PROFILE={PROFILE} OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 {command}"
 
 
 def notebook_command(source, output, parameters, title=None):
@@ -62,6 +63,10 @@ EXECUTED.append(f"{BUILD}/executed/ablation.ipynb")
 if len(DATASETS) >= 2:
     EXECUTED.append(f"{BUILD}/executed/statistics-build.ipynb")
 EXECUTED.append(f"{BUILD}/executed/home.ipynb")
+# The Reproduction report collects the numbers every other page published, so it runs after them.
+REPORTED = list(EXECUTED)
+REPRODUCTION = f"{BUILD}/executed/reproduction.ipynb"
+EXECUTED.append(REPRODUCTION)
 # The gallery lists every published figure, so it runs after every other notebook.
 GALLERY = f"{BUILD}/executed/gallery.ipynb"
 
@@ -96,6 +101,20 @@ from nona.pipeline.experiment import ARMS, FROZEN_COMPARISON_ARMS
 ABLATION = SETTINGS["ablation"]
 # The training settings every run of this profile shares (the seeds are per job).
 FINETUNE_SETTINGS = {k: v for k, v in SETTINGS["finetune"].items() if k not in ("seeds", "frozen_comparison")}
+# Per-dataset changes to the fine-tuning settings (e.g. which datasets fine-tune a backbone block).
+FINETUNE_OVERRIDES = SETTINGS.get("finetune_overrides") or {}
+unknown_overrides = sorted(set(FINETUNE_OVERRIDES) - set(DATASETS))
+if unknown_overrides:
+    raise ValueError(f"finetune_overrides names datasets the profile does not run: {unknown_overrides}")
+
+
+def dataset_settings(dataset):
+    """The profile's fine-tuning settings for one dataset (seeds included), its overrides applied."""
+    return {**SETTINGS["finetune"], **FINETUNE_OVERRIDES.get(dataset, {})}
+
+
+def frozen_comparison(dataset):
+    return bool(dataset_settings(dataset).get("frozen_comparison", False))
 RUNS_DIR = f"{BUILD}/runs/{PROFILE}"
 # The paper's two heads trained again on frozen features (trainable_layers=0, same seeds): what fine-tuning adds.
 FROZEN_COMPARISON = bool(SETTINGS["finetune"].get("frozen_comparison", False))
@@ -229,23 +248,25 @@ def finetune_title(dataset):
 
 def finetune_parameters(dataset):
     return {"dataset": dataset, "profile": PROFILE, "ablation": SELECTED, "runs_dir": f"{RUNS_DIR}/{dataset}",
-            "frozen_runs_dir": f"{FROZEN_RUNS_DIR}/{dataset}" if FROZEN_COMPARISON else "",
+            "frozen_runs_dir": f"{FROZEN_RUNS_DIR}/{dataset}" if frozen_comparison(dataset) else "",
             # What the jobs ran (TrainConfig's defaults where the profile is silent), so the notebook trains nothing again.
-            "trainable_layers": 0, "trainable_arms": list(ARMS), **SETTINGS["finetune"], "frozen_comparison": FROZEN_COMPARISON}
+            "trainable_layers": 0, "trainable_arms": list(ARMS), **dataset_settings(dataset),
+            "frozen_comparison": frozen_comparison(dataset)}
 
 
 def run_records(dataset, seed, frozen=False):
     """The records one (dataset, seed) job writes; with ``frozen``, also those of the frozen-backbone comparison."""
     records = [f"{RUNS_DIR}/{dataset}/{arm}/seed{seed}.json" for arm in ARMS]
-    if frozen and FROZEN_COMPARISON:
+    if frozen and frozen_comparison(dataset):
         records += [f"{FROZEN_RUNS_DIR}/{dataset}/{arm}/seed{seed}.json" for arm in FROZEN_COMPARISON_ARMS]
     return records
 
 
 def finetune_run_arguments(dataset, seed, selected):
     arguments = ["nona.pipeline.experiment", "--dataset", dataset, "--profile", PROFILE, "--seed", seed,
-                 "--out-dir", f"{RUNS_DIR}/{dataset}", "--ablation", selected, "--settings-json", as_json(FINETUNE_SETTINGS)]
-    return arguments + (["--frozen-dir", f"{FROZEN_RUNS_DIR}/{dataset}"] if FROZEN_COMPARISON else [])
+                 "--out-dir", f"{RUNS_DIR}/{dataset}", "--ablation", selected, "--settings-json",
+                 as_json({k: v for k, v in dataset_settings(dataset).items() if k not in ("seeds", "frozen_comparison")})]
+    return arguments + (["--frozen-dir", f"{FROZEN_RUNS_DIR}/{dataset}"] if frozen_comparison(dataset) else [])
 
 
 # One job per (dataset, seed) trains every arm of the experiment on that split (with a GPU in the paper
@@ -330,6 +351,24 @@ rule statistics_build:
         command=lambda wc, input, output: notebook_command(input[0], output[0], {"results": f"{BUILD}/results/{PROFILE}/table1.csv",
                                                             "n_splits": len(SETTINGS["finetune"]["seeds"])},
                                                            title="Statistics of this build's results"),
+    shell:
+        JOB
+
+
+# Every page's published numbers -> build/results/<profile>/published.json, compared with
+# reference/published-<profile>.json and the paper's claims (nona.pipeline.reproduce).
+rule reproduction:
+    input:
+        "notebooks/reproduction.md",
+        REPORTED,
+        [f] if os.path.exists(f := f"reference/published-{PROFILE}.json") else [],
+    output:
+        REPRODUCTION,
+    log:
+        f"{BUILD}/logs/reproduction.log",
+    params:
+        command=lambda wc, input, output: notebook_command(
+            input[0], output[0], {"profile": PROFILE, "pages": [os.path.basename(p)[: -len(".ipynb")] for p in REPORTED]}),
     shell:
         JOB
 

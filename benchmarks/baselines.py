@@ -56,7 +56,9 @@ def row(dataset: str, kind: str, repeats: int) -> dict:
     """Timings and chosen parameters for one dataset size and embedding kind."""
     n_train, n_val, n_test, in_dim = SIZES[dataset]
     rng = np.random.default_rng(0)
-    (z_train, y_train), (z_val, y_val), (z_test, y_test) = (synthetic_split(n, kind, rng) for n in (n_train, n_val, n_test))
+    (z_train, y_train), (z_val, y_val), (z_test, y_test) = (
+        synthetic_split(n, kind, rng) for n in (n_train, n_val, n_test)
+    )
     t_tune, (model, params) = _median_time(lambda: tuned_nnk(z_train, y_train, z_val, y_val), repeats)
     t_pred, pred_test = _median_time(lambda: model.predict(z_test), repeats)
     t_knn, (knn, _) = _median_time(lambda: tuned_knn(z_train, y_train, z_val, y_val), repeats)
@@ -66,10 +68,18 @@ def row(dataset: str, kind: str, repeats: int) -> dict:
     x_train = rng.normal(size=(n_train, in_dim))
     t_weights, _ = _median_time(lambda: knn_loss_weights(x_train, y_train), repeats)
     return {
-        "dataset": dataset, "kind": kind, "sizes": f"{n_train}/{n_val}/{n_test}", "k": params["n_neighbors"],
-        "tuned_nnk s": t_tune, "nnk predict s": t_pred, "tuned_knn s": t_knn, "interp ms": 1e3 * t_interp,
-        "weights s": t_weights, "weights in_dim": in_dim,
-        "nnk test mse": float(np.mean((pred_test - y_test) ** 2)), "knn test mse": float(np.mean((knn.predict(z_test) - y_test) ** 2)),
+        "dataset": dataset,
+        "kind": kind,
+        "sizes": f"{n_train}/{n_val}/{n_test}",
+        "k": params["n_neighbors"],
+        "tuned_nnk s": t_tune,
+        "nnk predict s": t_pred,
+        "tuned_knn s": t_knn,
+        "interp ms": 1e3 * t_interp,
+        "weights s": t_weights,
+        "weights in_dim": in_dim,
+        "nnk test mse": float(np.mean((pred_test - y_test) ** 2)),
+        "knn test mse": float(np.mean((knn.predict(z_test) - y_test) ** 2)),
     }
 
 

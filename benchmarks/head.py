@@ -135,7 +135,9 @@ def inference_table(device: str, sizes: tuple[int, ...]) -> list[dict]:
                 continue
             out = subprocess.run(
                 [sys.executable, __file__, "--one", method, str(n), "--device", device],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout
             seconds, peak = json.loads(out.strip().splitlines()[-1])
             rows.append({"N": n, "method": method, "s": seconds, "peak_MB": peak / 2**20})

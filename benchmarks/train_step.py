@@ -19,7 +19,8 @@ warm-up. ``--clock cpu`` times the process's CPU time instead of wall time:
 on a shared, loaded machine and with one thread (``OMP_NUM_THREADS=1``) it
 leaves out the time the process waits for a core. Prints a Markdown table.
 
-Usage: ``python benchmarks/train_step.py [--repeats 30] [--sizes 32 128 512 1024] [--dtypes float32 float64] [--clock wall|cpu]``
+Usage: ``python benchmarks/train_step.py [--repeats 30] [--sizes 32 128 512 1024]
+[--dtypes float32 float64] [--clock wall|cpu]``
 """
 
 from __future__ import annotations
@@ -129,7 +130,9 @@ def _timed(fn, clock=time.perf_counter) -> float:
     return clock() - start
 
 
-def measure(config: str, b: int, dtype: torch.dtype, repeats: int, warmup: int = 5, clock: str = "wall") -> tuple[float, float]:
+def measure(
+    config: str, b: int, dtype: torch.dtype, repeats: int, warmup: int = 5, clock: str = "wall"
+) -> tuple[float, float]:
     """Median seconds per training step (ours, theirs), the two timed alternately."""
     ours, theirs = make_heads(config, dtype)
     torch.manual_seed(1)
@@ -154,14 +157,20 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     parser.add_argument("--clock", default="wall", choices=sorted(CLOCKS))
     args = parser.parse_args()
-    print(f"\n## Training step (forward + backward), d = {D}, torch threads = {torch.get_num_threads()}, clock = {args.clock}\n")
+    print(
+        f"\n## Training step (forward + backward), d = {D}, torch threads = {torch.get_num_threads()}, "
+        f"clock = {args.clock}\n"
+    )
     print("| config | b | dtype | ours (ms) | authors' approach (ms) | speed-up |")
     print("| --- | ---: | --- | ---: | ---: | ---: |")
     for config in args.configs:
         for dtype_name in args.dtypes:
             for b in args.sizes:
                 ours, theirs = measure(config, b, getattr(torch, dtype_name), args.repeats, clock=args.clock)
-                print(f"| {config} | {b} | {dtype_name} | {1e3 * ours:.2f} | {1e3 * theirs:.2f} | {theirs / ours:.2f}x |", flush=True)
+                print(
+                    f"| {config} | {b} | {dtype_name} | {1e3 * ours:.2f} | {1e3 * theirs:.2f} | {theirs / ours:.2f}x |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

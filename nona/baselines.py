@@ -49,7 +49,9 @@ def _as_matrix(name: str, x) -> np.ndarray:
     if x.ndim != 2 or len(x) == 0:
         raise ValueError(f"{name} must be a non-empty 2-D array (points x features), got shape {x.shape}")
     if not np.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf; clean the embeddings/features (a diverged run yields NaN embeddings)")
+        raise ValueError(
+            f"{name} contains NaN or inf; clean the embeddings/features (a diverged run yields NaN embeddings)"
+        )
     return x
 
 
@@ -91,7 +93,7 @@ class NNKRegressor(RegressorMixin, BaseEstimator):
         self.ridge = ridge
         self.chunk_size = chunk_size
 
-    def fit(self, X, y) -> "NNKRegressor":
+    def fit(self, X, y) -> NNKRegressor:
         """Store the training points (unit-normalised) and labels."""
         X = _as_matrix("X", X)
         y = _as_vector("y", y, len(X))
@@ -120,10 +122,16 @@ class NNKRegressor(RegressorMixin, BaseEstimator):
         X = _unit_rows(self._check_query(X))
         k = int(self.n_neighbors if n_neighbors is None else n_neighbors)
         if not 1 <= k <= self.n_samples_fit_:
-            raise ValueError(f"n_neighbors={k} must be between 1 and the number of training points ({self.n_samples_fit_})")
+            raise ValueError(
+                f"n_neighbors={k} must be between 1 and the number of training points ({self.n_samples_fit_})"
+            )
         index = self.index_.kneighbors(X, n_neighbors=k, return_distance=False)
-        theta = np.concatenate([nnk_weights(self.unit_train_[index[i:i + self.chunk_size]], X[i:i + self.chunk_size], self.ridge)
-                                for i in range(0, len(X), self.chunk_size)])
+        theta = np.concatenate(
+            [
+                nnk_weights(self.unit_train_[index[i : i + self.chunk_size]], X[i : i + self.chunk_size], self.ridge)
+                for i in range(0, len(X), self.chunk_size)
+            ]
+        )
         return index, theta
 
     def _predict_from(self, index: np.ndarray, theta: np.ndarray) -> np.ndarray:
@@ -142,7 +150,9 @@ class NNKRegressor(RegressorMixin, BaseEstimator):
         X = _unit_rows(self._check_query(X))
         ks = tuple(int(k) for k in ks)
         if not ks or min(ks) < 1 or max(ks) > self.n_samples_fit_:
-            raise ValueError(f"every k must be between 1 and the number of training points ({self.n_samples_fit_}), got {ks}")
+            raise ValueError(
+                f"every k must be between 1 and the number of training points ({self.n_samples_fit_}), got {ks}"
+            )
         index = self.index_.kneighbors(X, n_neighbors=max(ks), return_distance=False)
         out = np.empty((len(ks), len(X)))
         for i in range(0, len(X), self.chunk_size):
@@ -233,7 +243,9 @@ def knn_loss_weights(
     x_train = _as_matrix("x_train", x_train)
     y_train = _as_vector("y_train", y_train, len(x_train))
     if not 1 <= int(k) < len(x_train):
-        raise ValueError(f"k must be between 1 and the number of training points minus one ({len(x_train) - 1}), got {k!r}")
+        raise ValueError(
+            f"k must be between 1 and the number of training points minus one ({len(x_train) - 1}), got {k!r}"
+        )
     if not (np.isfinite(gamma) and gamma >= 0):
         raise ValueError(f"gamma must be a finite number >= 0 (0 gives uniform weights), got {gamma!r}")
     low, high = clip

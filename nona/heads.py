@@ -42,7 +42,7 @@ def _same_points(z: Tensor, z_n: Tensor) -> bool:
 
 
 def warn_if_self_neighbours(z: Tensor, z_n: Tensor, exclude_self: bool) -> None:
-    """Warn (:class:`SelfNeighbourWarning`) when training on a batch that is its own neighbour set without exclude_self."""
+    """Warn (:class:`SelfNeighbourWarning`) when a training batch is its own neighbour set without exclude_self."""
     if not exclude_self and torch.is_grad_enabled() and _same_points(z, z_n):
         warnings.warn(
             "the queries are also the neighbours (z_n is z) while gradients are enabled: each point would see "
@@ -163,7 +163,9 @@ class NONA(nn.Module):
                     f"and z_n has {z_n.shape[0]}"
                 )
             if z.shape[0] < 2:
-                raise ValueError("exclude_self=True with a single point leaves it no neighbour; use a batch of 2 or more")
+                raise ValueError(
+                    "exclude_self=True with a single point leaves it no neighbour; use a batch of 2 or more"
+                )
         _check_finite("z", z)
         if z_n is not z:
             _check_finite("z_n", z_n)
@@ -322,8 +324,12 @@ class Projector(nn.Module):
         self.style = style
         if style == "tanh":
             self.net = nn.Sequential(
-                nn.BatchNorm1d(in_dim), nn.Linear(in_dim, hidden), nn.Tanh(),
-                nn.BatchNorm1d(hidden), nn.Linear(hidden, dim), nn.Tanh(),
+                nn.BatchNorm1d(in_dim),
+                nn.Linear(in_dim, hidden),
+                nn.Tanh(),
+                nn.BatchNorm1d(hidden),
+                nn.Linear(hidden, dim),
+                nn.Tanh(),
             )
         else:
             self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))

@@ -64,7 +64,9 @@ class NCA(NONA):
         gamma: float = 1.0,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
     ) -> None:
-        super().__init__(similarity="rbf", softstep=_build_softstep(softstep, dim), gamma=gamma, memory_budget=memory_budget)
+        super().__init__(
+            similarity="rbf", softstep=_build_softstep(softstep, dim), gamma=gamma, memory_budget=memory_budget
+        )
 
 
 def soft_rank(sim: Tensor, temperature: float = 1.0, self_index: Tensor | None = None) -> Tensor:
@@ -187,7 +189,9 @@ class DifferentiableKNN(NONA):
         logits = self.softstep.log_step(self.rank_scores(sim, self_index), z, self_index)
         if self_index is not None:
             rows = torch.arange(z.shape[0], device=z.device)
-            logits = logits.index_put((rows, self_index), torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device))
+            logits = logits.index_put(
+                (rows, self_index), torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
+            )
         return logits
 
     def rows_per_chunk(self, n_neighbours: int, element_size: int) -> int:

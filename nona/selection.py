@@ -47,8 +47,9 @@ over the runner-up, recorded with each selection).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 # Relative tolerance under which two scores count as tied (justified in the module docstring).
 SELECTION_RTOL = 1e-6
@@ -97,7 +98,9 @@ def _preference_order(candidates: list, prefer: str) -> list[int]:
     return ordered if prefer == "smallest" else ordered[::-1]
 
 
-def select_best(candidates: Sequence, scores: Sequence[float], rtol: float = SELECTION_RTOL, prefer: str = "first") -> Selection:
+def select_best(
+    candidates: Sequence, scores: Sequence[float], rtol: float = SELECTION_RTOL, prefer: str = "first"
+) -> Selection:
     """The candidate of lowest score, ties within ``rtol`` (relative) broken by ``prefer``.
 
     ``prefer`` states which tied candidate wins: ``"first"`` or ``"last"`` in the

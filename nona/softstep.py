@@ -252,7 +252,9 @@ class SoftStep(nn.Module):
         self.n_params = N_PARAMS[fn]
         if params == "pointwise":
             if dim is None or dim < 1:
-                raise ValueError("pointwise SoftStep needs the embedding dimension: SoftStep(..., params='pointwise', dim=d)")
+                raise ValueError(
+                    "pointwise SoftStep needs the embedding dimension: SoftStep(..., params='pointwise', dim=d)"
+                )
             self.linear = nn.Linear(dim, self.n_params)
         else:
             self.raw = nn.Parameter(torch.zeros(self.n_params))

@@ -74,7 +74,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.head in NEIGHBOUR_HEADS and self.batch_size < 2:
             raise ValueError(
-                f"the {NEIGHBOUR_HEADS[self.head]} head needs batch_size >= 2: each point's neighbours are the rest of its batch"
+                f"the {NEIGHBOUR_HEADS[self.head]} head needs batch_size >= 2: "
+                "each point's neighbours are the rest of its batch"
             )
         if self.head == "nca" and self.similarity != "rbf":
             raise ValueError(
@@ -391,15 +392,20 @@ def tuned_knn(
 
     from nona.selection import select_best
 
-    grid = {"kneighborsregressor__n_neighbors": [3, 5, 7], "kneighborsregressor__p": [1, 2],
-            "kneighborsregressor__weights": ["uniform", "distance"]}
+    grid = {
+        "kneighborsregressor__n_neighbors": [3, 5, 7],
+        "kneighborsregressor__p": [1, 2],
+        "kneighborsregressor__weights": ["uniform", "distance"],
+    }
     pipeline = make_pipeline(StandardScaler(), KNeighborsRegressor())
     folds = PredefinedSplit(np.r_[np.full(len(z_train), -1), np.zeros(len(z_val))])
     search = GridSearchCV(pipeline, grid, cv=folds, scoring="neg_mean_squared_error", refit=False, n_jobs=n_jobs)
     search.fit(np.vstack([z_train, z_val]), np.r_[y_train, y_val])
     # One validation fold: mean_test_score is minus that fold's MSE.
-    val_mse = {tuple(sorted(p.items())): -float(score)
-               for p, score in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"])}
+    val_mse = {
+        tuple(sorted(p.items())): -float(score)
+        for p, score in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"])
+    }
     declared = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]  # k slowest: smallest k first
     choice = select_best(range(len(declared)), [val_mse[tuple(sorted(c.items()))] for c in declared], prefer="first")
     chosen = declared[choice.chosen]

@@ -1,4 +1,7 @@
-"""The serialized ablation: the plan, candidate configurations, winner selection (validation only, deterministic ties), reuse."""
+"""The serialized ablation: the plan, candidate configurations, winner selection, reuse.
+
+Winners are chosen on validation only, with deterministic ties.
+"""
 
 from __future__ import annotations
 
@@ -8,37 +11,46 @@ import random
 import pytest
 import torch
 
+from nona.io.atomic import write_json
 from nona.pipeline.ablation import (
     NONA_START,
     TIE_RTOL,
     ablation_plan,
     candidate_config,
+    candidate_record_path,
     collect_ablation,
     get_stage,
     main,
     previous_stage,
-    train_candidate,
-    candidate_record_path,
     select_winner,
+    train_candidate,
     winner_path,
     write_selected,
     write_selection,
 )
-from nona.io.atomic import write_json
 
 PLAN = ablation_plan()
 
 
 def record(label: str, seed: int, val: float, test: float, config: dict | None = None) -> dict:
-    return {"label": label, "seed": seed, "val_mse": val, "test_mse": test, "epochs": 5, "train_seconds": 0.1,
-            "head_config": config or {}}
+    return {
+        "label": label,
+        "seed": seed,
+        "val_mse": val,
+        "test_mse": test,
+        "epochs": 5,
+        "train_seconds": 0.1,
+        "head_config": config or {},
+    }
 
 
 def test_plan_follows_appendix_b():
     names = [s.name for s in PLAN]
     assert names == ["similarity", "softstep", "batch_size", "embed_dim", "projector", "dense-grid"]
     # The ReLU projector is measured as an extension: shown, never selected.
-    assert get_stage(PLAN, "projector").labels() == ["tanh", "relu"] and get_stage(PLAN, "projector").eligible() == ["tanh"]
+    assert get_stage(PLAN, "projector").labels() == ["tanh", "relu"] and get_stage(PLAN, "projector").eligible() == [
+        "tanh"
+    ]
     assert get_stage(PLAN, "similarity").labels() == ["l2", "l1", "cos", "dot", "rbf"]
     assert get_stage(PLAN, "similarity").eligible() == ["l2", "l1", "cos", "dot"]
     assert get_stage(PLAN, "softstep").labels() == ["none", "s1-global", "s1-pointwise", "s2-global", "s2-pointwise"]
@@ -61,7 +73,9 @@ def test_winner_is_chosen_by_validation_never_test():
     stage = get_stage(PLAN, "batch_size")
     # 64 is best on validation, 256 is best on test by far.
     means = {"32": (5.0, 5.0), "64": (4.0, 6.0), "128": (6.0, 4.5), "256": (7.0, 1.0)}
-    records = [record(label, seed, val + 0.1 * seed, test) for label, (val, test) in means.items() for seed in (0, 1, 2)]
+    records = [
+        record(label, seed, val + 0.1 * seed, test) for label, (val, test) in means.items() for seed in (0, 1, 2)
+    ]
     selection = select_winner(records, stage, [0, 1, 2])
     assert selection["winner"] == "64" and selection["selected_by"] == "mean validation MSE"
     # Changing every test MSE changes nothing.
@@ -88,7 +102,9 @@ def test_ties_within_the_tolerance_and_just_outside_it():
         for gap, winner in ((0.0, "25"), (1e-12, "25"), (0.9 * TIE_RTOL, "25"), (1.1 * TIE_RTOL, "50")):
             # 25 (declared first) has the higher mean by a relative `gap`.
             vals = {"25": 4.0 * scale * (1 + gap), "50": 4.0 * scale, "100": 5.0 * scale}
-            selection = select_winner([record(label, s, v, 1.0) for label, v in vals.items() for s in (0, 1)], stage, [0, 1])
+            selection = select_winner(
+                [record(label, s, v, 1.0) for label, v in vals.items() for s in (0, 1)], stage, [0, 1]
+            )
             assert selection["winner"] == winner, (scale, gap)
             assert selection["tied"] == (["25", "50"] if winner == "25" else ["50"])
             # Every seed gives the same value here (spread 0): only a tie is within noise.
@@ -105,17 +121,23 @@ def test_the_winners_margin_and_the_seed_spread_are_recorded():
     # two means is sqrt(0.1^2 / 3 + 1^2 / 3) = 0.580..., so the winner is within noise.
     assert selection["winner"] == "50" and selection["runner_up"] == "25"
     assert selection["margin"] == pytest.approx(0.4)
-    assert selection["spread"] == pytest.approx(((0.1 ** 2 + 1.0 ** 2) / 3) ** 0.5)
+    assert selection["spread"] == pytest.approx(((0.1**2 + 1.0**2) / 3) ** 0.5)
     assert selection["within_noise"] is True and "standard error" in selection["spread_rule"]
     # Spread the winner from the others: outside the noise.
-    records = [record(label, s, v - 3.0 * (label == "50"), 1.0) for label, vals in per_seed.items() for s, v in enumerate(vals)]
+    records = [
+        record(label, s, v - 3.0 * (label == "50"), 1.0) for label, vals in per_seed.items() for s, v in enumerate(vals)
+    ]
     selection = select_winner(records, stage, [0, 1, 2])
-    assert selection["winner"] == "50" and selection["margin"] == pytest.approx(3.4) and selection["within_noise"] is False
+    assert (
+        selection["winner"] == "50" and selection["margin"] == pytest.approx(3.4) and selection["within_noise"] is False
+    )
     # One eligible candidate: no runner-up; one seed: no spread.
     single = get_stage(ablation_plan({"embed_dim": [25]}), "embed_dim")
     alone = select_winner([record("25", 0, 1.0, 1.0)], single, [0])
     assert alone["runner_up"] is None and alone["margin"] is None and alone["within_noise"] is False
-    one_seed = select_winner([record(label, 0, v, 1.0) for label, v in (("25", 1.0), ("50", 2.0), ("100", 3.0))], stage, [0])
+    one_seed = select_winner(
+        [record(label, 0, v, 1.0) for label, v in (("25", 1.0), ("50", 2.0), ("100", 3.0))], stage, [0]
+    )
     assert one_seed["margin"] == pytest.approx(1.0) and one_seed["spread"] is None and one_seed["within_noise"] is False
 
 
@@ -140,11 +162,19 @@ def test_selection_refuses_incomplete_or_diverged_stages():
 
 def test_candidates_build_on_the_previous_winner(tmp_path):
     assert candidate_config(PLAN, "similarity", "cos", tmp_path) == {**NONA_START, "similarity": "cos"}
-    assert candidate_config(PLAN, "dense-grid", "d50-b64", tmp_path) == {"head": "dense", "embed_dim": 50, "batch_size": 64}
+    assert candidate_config(PLAN, "dense-grid", "d50-b64", tmp_path) == {
+        "head": "dense",
+        "embed_dim": 50,
+        "batch_size": 64,
+    }
     with pytest.raises(FileNotFoundError, match="winner of 'similarity'.*run and select stage 'similarity' first"):
         candidate_config(PLAN, "softstep", "s2-global", tmp_path)
     write_json(winner_path(tmp_path, "similarity"), {"config": {**NONA_START, "similarity": "l1"}})
-    assert candidate_config(PLAN, "softstep", "s2-global", tmp_path) == {**NONA_START, "similarity": "l1", "softstep": "s2-global"}
+    assert candidate_config(PLAN, "softstep", "s2-global", tmp_path) == {
+        **NONA_START,
+        "similarity": "l1",
+        "softstep": "s2-global",
+    }
     with pytest.raises(ValueError, match="'s3' is not a candidate of stage 'softstep'"):
         candidate_config(PLAN, "softstep", "s3", tmp_path)
     with pytest.raises(ValueError, match="unknown ablation stage 'optimizer'"):
@@ -152,31 +182,62 @@ def test_candidates_build_on_the_previous_winner(tmp_path):
 
 
 def test_write_selection_and_selected_from_records(tmp_path):
-    plan = ablation_plan({"similarity": ["l2", "cos"], "softstep": ["none"], "batch_size": [32], "embed_dim": [25],
-                          "dense_embed_dim": [25], "dense_batch_size": [32, 64]})
+    plan = ablation_plan(
+        {
+            "similarity": ["l2", "cos"],
+            "softstep": ["none"],
+            "batch_size": [32],
+            "embed_dim": [25],
+            "dense_embed_dim": [25],
+            "dense_batch_size": [32, 64],
+        }
+    )
     for label, val in (("l2", 2.0), ("cos", 1.0)):
         for seed in (0, 1):
-            write_json(candidate_record_path(tmp_path, "similarity", label, seed),
-                       record(label, seed, val, 9.0, {**NONA_START, "similarity": label}))
+            write_json(
+                candidate_record_path(tmp_path, "similarity", label, seed),
+                record(label, seed, val, 9.0, {**NONA_START, "similarity": label}),
+            )
     with pytest.raises(FileNotFoundError, match="missing ablation run"):
         write_selection(tmp_path, plan, "softstep", [0, 1])
     assert write_selection(tmp_path, plan, "similarity", [0, 1])["winner"] == "cos"
     assert json.loads(winner_path(tmp_path, "similarity").read_text())["config"]["similarity"] == "cos"
-    for stage, labels in (("softstep", ["none"]), ("batch_size", ["32"]), ("embed_dim", ["25"]), ("projector", ["tanh", "relu"])):
+    for stage, labels in (
+        ("softstep", ["none"]),
+        ("batch_size", ["32"]),
+        ("embed_dim", ["25"]),
+        ("projector", ["tanh", "relu"]),
+    ):
         for label in labels:
             for seed in (0, 1):
                 # The ReLU extension does better here, and still is not selected.
-                write_json(candidate_record_path(tmp_path, stage, label, seed),
-                           record(label, seed, 0.5 if label == "relu" else 1.0, 1.0, candidate_config(plan, stage, label, tmp_path)))
+                write_json(
+                    candidate_record_path(tmp_path, stage, label, seed),
+                    record(
+                        label,
+                        seed,
+                        0.5 if label == "relu" else 1.0,
+                        1.0,
+                        candidate_config(plan, stage, label, tmp_path),
+                    ),
+                )
         write_selection(tmp_path, plan, stage, [0, 1])
     for label, val in (("d25-b32", 3.0), ("d25-b64", 2.0)):
         for seed in (0, 1):
-            write_json(candidate_record_path(tmp_path, "dense-grid", label, seed),
-                       record(label, seed, val, 1.0, candidate_config(plan, "dense-grid", label, tmp_path)))
+            write_json(
+                candidate_record_path(tmp_path, "dense-grid", label, seed),
+                record(label, seed, val, 1.0, candidate_config(plan, "dense-grid", label, tmp_path)),
+            )
     write_selection(tmp_path, plan, "dense-grid", [0, 1])
     selected = write_selected(tmp_path, plan, "synthetic-2d", "smoke")
-    assert selected["heads"]["nona"] == {"head": "nona", "similarity": "cos", "softstep": "none", "batch_size": 32, "embed_dim": 25,
-                                         "projector": "tanh"}
+    assert selected["heads"]["nona"] == {
+        "head": "nona",
+        "similarity": "cos",
+        "softstep": "none",
+        "batch_size": 32,
+        "embed_dim": 25,
+        "projector": "tanh",
+    }
     assert selected["heads"]["dense"] == {"head": "dense", "embed_dim": 25, "batch_size": 64}
 
 
@@ -197,12 +258,39 @@ def test_runs_train_write_records_and_reuse_an_identical_run(tmp_path):
     winner = json.loads(winner_path(tmp_path, "similarity").read_text())["winner"]
     reused = train_candidate(tmp_path, plan, "softstep", "none", 0, "synthetic-2d", "smoke", train, features)
     assert reused["reused_from"] == f"similarity/{winner}/seed0.json"
-    assert reused["val_mse"] == json.loads(candidate_record_path(tmp_path, "similarity", winner, 0).read_text())["val_mse"]
+    assert (
+        reused["val_mse"] == json.loads(candidate_record_path(tmp_path, "similarity", winner, 0).read_text())["val_mse"]
+    )
     # Other training settings are another experiment: nothing is reused.
-    retrained = train_candidate(tmp_path, plan, "softstep", "none", 0, "synthetic-2d", "smoke", {**train, "max_epochs": 3}, features)
+    retrained = train_candidate(
+        tmp_path, plan, "softstep", "none", 0, "synthetic-2d", "smoke", {**train, "max_epochs": 3}, features
+    )
     assert "reused_from" not in retrained and retrained["train"]["max_epochs"] == 3
-    assert main(["run", "--root", str(tmp_path), "--values-json", json.dumps({"similarity": ["l2", "cos"], "softstep": ["none", "s2-global"]}),
-                 "--stage", "softstep", "--candidate", "s2-global", "--seed", "0", "--dataset", "synthetic-2d",
-                 "--profile", "smoke", "--train-json", json.dumps(train), "--features", str(features)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--root",
+                str(tmp_path),
+                "--values-json",
+                json.dumps({"similarity": ["l2", "cos"], "softstep": ["none", "s2-global"]}),
+                "--stage",
+                "softstep",
+                "--candidate",
+                "s2-global",
+                "--seed",
+                "0",
+                "--dataset",
+                "synthetic-2d",
+                "--profile",
+                "smoke",
+                "--train-json",
+                json.dumps(train),
+                "--features",
+                str(features),
+            ]
+        )
+        == 0
+    )
     rows = collect_ablation(tmp_path, [get_stage(plan, "softstep")], [0], with_paper_choice=False)
     assert rows.label.tolist() == ["none", "s2-global"] and rows.reused.tolist() == [False, False]

@@ -26,8 +26,16 @@ def mini():
 
 def test_registry_lists_the_quick_and_paper_backbones():
     assert set(BACKBONES) == {
-        "efficientnet_lite0", "minilm", "audio_cnn",
-        "resnet18", "resnet34", "efficientnet_b0", "distilbert", "bert_base", "hubert_base", "whisper_tiny",
+        "efficientnet_lite0",
+        "minilm",
+        "audio_cnn",
+        "resnet18",
+        "resnet34",
+        "efficientnet_b0",
+        "distilbert",
+        "bert_base",
+        "hubert_base",
+        "whisper_tiny",
     }
     assert not any(BACKBONES[n].downloads for n in ("efficientnet_lite0", "minilm", "audio_cnn"))
     with pytest.raises(ValueError, match="choose one of"):
@@ -51,7 +59,9 @@ def test_efficientnet_lite0_weights_are_real_imagenet_weights(lite0):
 def test_efficientnet_lite0_features(lite0):
     small = get_backbone("efficientnet_lite0", image_size=64).eval()
     assert small.out_dim == lite0.out_dim == 1280
-    torch.testing.assert_close(dict(small.state_dict())["model.conv_stem.weight"], dict(lite0.state_dict())["model.conv_stem.weight"])
+    torch.testing.assert_close(
+        dict(small.state_dict())["model.conv_stem.weight"], dict(lite0.state_dict())["model.conv_stem.weight"]
+    )
     gray = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
     batch = small.transform(gray)
     assert batch.shape == (3, 3, 64, 64)
@@ -73,7 +83,12 @@ def test_image_transform_normalises_arrays_and_files(tmp_path, lite0):
     torch.testing.assert_close(lite0.transform([str(path), path]), x)
     crop = get_backbone("efficientnet_lite0", resize=256, image_size=224, pretrained=False)
     assert crop.transform(white_u8).shape == (2, 3, 224, 224)
-    assert crop.preprocessing == {"image_size": 224, "resize": 256, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    assert crop.preprocessing == {
+        "image_size": 224,
+        "resize": 256,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+    }
     with pytest.raises(ValueError, match="stack of images"):
         lite0.transform(np.zeros((4, 4)))
 
@@ -166,7 +181,9 @@ def test_hf_text_backbones_build_offline_from_tiny_configs():
     tiny = {"vocab_size": 30522, "max_position_embeddings": 64}
     configs = {
         "distilbert": DistilBertConfig(dim=32, hidden_dim=37, n_layers=1, n_heads=2, **tiny),
-        "bert_base": BertConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2, **tiny),
+        "bert_base": BertConfig(
+            hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2, **tiny
+        ),
     }
     for name, config in configs.items():
         net = get_backbone(name, pretrained=False, config=config, tokenizer=minilm_path(), max_length=16).eval()
@@ -181,8 +198,15 @@ def test_hubert_and_whisper_build_offline_from_tiny_configs():
     from transformers import HubertConfig, WhisperConfig
 
     hubert_cfg = HubertConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
-        conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        conv_dim=(16, 16),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 4),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
     )
     hubert = get_backbone("hubert_base", pretrained=False, config=hubert_cfg).eval()
     wave = np.random.default_rng(0).standard_normal((2, 8000)).astype(np.float32)
@@ -193,8 +217,16 @@ def test_hubert_and_whisper_build_offline_from_tiny_configs():
         assert hubert.embed(x).shape == (2, 32)
 
     whisper_cfg = WhisperConfig(
-        d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-        encoder_ffn_dim=37, decoder_ffn_dim=37, num_mel_bins=80, max_source_positions=50, max_target_positions=16,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=37,
+        decoder_ffn_dim=37,
+        num_mel_bins=80,
+        max_source_positions=50,
+        max_target_positions=16,
     )
     whisper = get_backbone("whisper_tiny", pretrained=False, config=whisper_cfg).eval()
     batch = whisper.transform(np.zeros((2, 8000), dtype=np.float32), sample_rate=16000)

@@ -15,7 +15,14 @@ from nona.data import Dataset, load_dataset
 @pytest.fixture
 def clips() -> Dataset:
     rng = np.random.default_rng(0)
-    return Dataset("heart-rate-audio", "audio", rng.standard_normal((10, 4000)).astype(np.float32), rng.uniform(50, 150, 10), [f"c{i}" for i in range(10)], sample_rate=4000)
+    return Dataset(
+        "heart-rate-audio",
+        "audio",
+        rng.standard_normal((10, 4000)).astype(np.float32),
+        rng.uniform(50, 150, 10),
+        [f"c{i}" for i in range(10)],
+        sample_rate=4000,
+    )
 
 
 @pytest.fixture
@@ -62,7 +69,12 @@ def test_cache_is_invalidated_when_any_key_part_changes(tmp_path, clips, calls):
     cached_features(relabelled, get_backbone("audio_cnn", channels=16), cache_dir=tmp_path, progress=False)
     inputs = clips.inputs.copy()
     inputs[3, 7] += 1.0
-    changed = cached_features(Dataset(clips.name, clips.modality, inputs, clips.labels, clips.ids, 4000), get_backbone("audio_cnn", channels=16), cache_dir=tmp_path, progress=False)
+    changed = cached_features(
+        Dataset(clips.name, clips.modality, inputs, clips.labels, clips.ids, 4000),
+        get_backbone("audio_cnn", channels=16),
+        cache_dir=tmp_path,
+        progress=False,
+    )
     assert calls == [10] * 5
     assert len(_entries(tmp_path)) == 5
     assert not np.array_equal(changed[3], base[3]) and np.array_equal(changed[4], base[4])
@@ -94,7 +106,9 @@ def test_named_dataset_and_backbone_use_the_manifest_options(tmp_path):
     features = cached_features("heart-rate-audio", "audio_cnn", cache_dir=tmp_path, progress=False)
     ds = load_dataset("heart-rate-audio")
     assert features.shape == (len(ds.labels), 128)
-    direct = extract_features(get_backbone("audio_cnn", sample_rate=4000), ds.inputs[:5], ds.sample_rate, progress=False)
+    direct = extract_features(
+        get_backbone("audio_cnn", sample_rate=4000), ds.inputs[:5], ds.sample_rate, progress=False
+    )
     np.testing.assert_allclose(features[:5], direct, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="options apply only"):
         cached_features(ds, get_backbone("audio_cnn"), options={"channels": 8}, cache_dir=tmp_path)
@@ -102,7 +116,9 @@ def test_named_dataset_and_backbone_use_the_manifest_options(tmp_path):
 
 def test_image_and_text_subsets_through_the_cache(tmp_path):
     digits = load_dataset("digits-rotation").subset(range(24))
-    X = cached_features(digits, get_backbone("efficientnet_lite0", image_size=64), cache_dir=tmp_path, batch_size=12, progress=False)
+    X = cached_features(
+        digits, get_backbone("efficientnet_lite0", image_size=64), cache_dir=tmp_path, batch_size=12, progress=False
+    )
     assert X.shape == (24, 1280) and np.isfinite(X).all()
     words = load_dataset("vader-valence").subset(range(0, 7520, 500))
     T = cached_features(words, get_backbone("minilm"), cache_dir=tmp_path, progress=False)

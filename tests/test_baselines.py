@@ -1,4 +1,7 @@
-"""Two-stage baselines: NNK against an independent QP solution, k and lam tuned on validation only, k-NN loss weights, weighted fit."""
+"""Two-stage baselines: NNK against an independent QP solution, k and lam tuned on validation only.
+
+Also the k-NN loss weights and the weighted fit.
+"""
 
 from __future__ import annotations
 
@@ -87,8 +90,12 @@ def smooth_task(seed: int = 14):
 
 def refit_errors(z_train, y_train, z_eval, y_eval, ks=(5, 10, 20, 30, 50)) -> list[float]:
     scaler = StandardScaler().fit(z_train)
-    return [np.mean((NNKRegressor(k).fit(scaler.transform(z_train), y_train).predict(scaler.transform(z_eval)) - y_eval) ** 2)
-            for k in ks]
+    return [
+        np.mean(
+            (NNKRegressor(k).fit(scaler.transform(z_train), y_train).predict(scaler.transform(z_eval)) - y_eval) ** 2
+        )
+        for k in ks
+    ]
 
 
 def test_tuned_nnk_picks_k_on_the_validation_split():

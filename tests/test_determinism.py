@@ -40,7 +40,9 @@ def assert_arrays_identical(a: Path, b: Path) -> None:
         assert sorted(first.files) == sorted(second.files)
         for name in first.files:
             x, y = first[name], second[name]
-            assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes(), f"{a}: array {name} differs"
+            assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes(), (
+                f"{a}: array {name} differs"
+            )
 
 
 @pytest.mark.slow
@@ -66,7 +68,13 @@ def test_experiment_runs_are_bit_identical(tmp_path):
 
 @pytest.mark.slow
 def test_an_ablation_stage_is_bit_identical(tmp_path):
-    from nona.pipeline.ablation import ablation_plan, candidate_record_path, train_candidate, winner_path, write_selection
+    from nona.pipeline.ablation import (
+        ablation_plan,
+        candidate_record_path,
+        train_candidate,
+        winner_path,
+        write_selection,
+    )
 
     plan = ablation_plan({"similarity": ["l2", "cos"]})
     for run in ("a", "b"):

@@ -188,7 +188,11 @@ def _predict_random(head, seed: int, exclude_self: bool, grad: bool):
     zn = z if exclude_self else rng.normal(size=(13, DIM))
     yn = rng.uniform(size=len(zn))
     with torch.set_grad_enabled(grad):
-        got = head(torch.from_numpy(z), torch.from_numpy(zn), torch.from_numpy(yn), exclude_self=exclude_self).detach().numpy()
+        got = (
+            head(torch.from_numpy(z), torch.from_numpy(zn), torch.from_numpy(yn), exclude_self=exclude_self)
+            .detach()
+            .numpy()
+        )
     return z, zn, yn, got
 
 
@@ -287,7 +291,11 @@ def test_sharp_dknn_with_hard_step_is_k_nearest_neighbours(k, max_rank, exclude_
 
 @pytest.mark.parametrize("head_name,params", list(itertools.product(HEADS, PARAMS)))
 def test_gradcheck(head_name, params):
-    head = make_head(head_name, params, dim=3, temperature=1.5) if head_name == "dknn" else make_head(head_name, params, dim=3)
+    head = (
+        make_head(head_name, params, dim=3, temperature=1.5)
+        if head_name == "dknn"
+        else make_head(head_name, params, dim=3)
+    )
     torch.manual_seed(6)
     z = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     zn = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
@@ -314,10 +322,23 @@ def test_gradcheck_of_mask_parameters(head_name, params):
     assert torch.autograd.grad(predict_with(value).sum(), value)[0].abs().sum() > 0
 
 
-DEGENERATE_HEADS = [("nca", "global"), ("nca", "pointwise"), ("dknn", "global"), ("dknn", "pointwise"), ("l2", "pointwise"), ("cos", "global")]
+DEGENERATE_HEADS = [
+    ("nca", "global"),
+    ("nca", "pointwise"),
+    ("dknn", "global"),
+    ("dknn", "pointwise"),
+    ("l2", "pointwise"),
+    ("cos", "global"),
+]
 # Raw (l0, u0, t) extremes: sigmoids that round to 0 or 1 in float32.
-RAW_EXTREMES = {"mid": (0.0, 0.0, 0.0), "t near 0": (0.0, 0.0, -60.0), "t near 1": (0.0, 0.0, 60.0),
-                "l near 1": (60.0, 0.0, 0.0), "u at l": (0.0, -60.0, -60.0), "l near 0, u near 1": (-60.0, 60.0, 0.0)}
+RAW_EXTREMES = {
+    "mid": (0.0, 0.0, 0.0),
+    "t near 0": (0.0, 0.0, -60.0),
+    "t near 1": (0.0, 0.0, 60.0),
+    "l near 1": (60.0, 0.0, 0.0),
+    "u at l": (0.0, -60.0, -60.0),
+    "l near 0, u near 1": (-60.0, 60.0, 0.0),
+}
 
 
 @pytest.mark.parametrize("head_name,params", DEGENERATE_HEADS)
@@ -351,11 +372,28 @@ def test_degenerate_inputs_give_finite_values_and_gradients(head_name, params, r
         (lambda: DifferentiableKNN()(torch.randn(3, 4), torch.randn(5, 3), torch.rand(5)), "dimension 4 but z_n has 3"),
         (lambda: DifferentiableKNN()(torch.randn(3, 4), torch.randn(5, 4), torch.rand(4)), "one label per neighbour"),
         (lambda: NCA()(torch.randn(4), torch.randn(5, 4), torch.rand(5)), "must be 2-D"),
-        (lambda: DifferentiableKNN()(torch.full((3, 4), float("nan")), torch.randn(5, 4), torch.rand(5)), "z contains NaN"),
-        (lambda: NCA()(torch.randn(3, 4), torch.randn(5, 4), torch.tensor([0.1, float("nan"), 0, 0, 0])), "y_n contains NaN"),
-        (lambda: DifferentiableKNN()(torch.randn(1, 4), torch.randn(1, 4), torch.rand(1), exclude_self=True), "no neighbour"),
-        (lambda: DifferentiableKNN()(torch.randn(3, 4), torch.randn(5, 4), torch.rand(5), exclude_self=True), "its own neighbour set"),
-        (lambda: DifferentiableKNN(softstep="lu-pointwise", dim=25)(torch.randn(3, 4), torch.randn(5, 4), torch.rand(5)), "built for dim=25"),
+        (
+            lambda: DifferentiableKNN()(torch.full((3, 4), float("nan")), torch.randn(5, 4), torch.rand(5)),
+            "z contains NaN",
+        ),
+        (
+            lambda: NCA()(torch.randn(3, 4), torch.randn(5, 4), torch.tensor([0.1, float("nan"), 0, 0, 0])),
+            "y_n contains NaN",
+        ),
+        (
+            lambda: DifferentiableKNN()(torch.randn(1, 4), torch.randn(1, 4), torch.rand(1), exclude_self=True),
+            "no neighbour",
+        ),
+        (
+            lambda: DifferentiableKNN()(torch.randn(3, 4), torch.randn(5, 4), torch.rand(5), exclude_self=True),
+            "its own neighbour set",
+        ),
+        (
+            lambda: DifferentiableKNN(softstep="lu-pointwise", dim=25)(
+                torch.randn(3, 4), torch.randn(5, 4), torch.rand(5)
+            ),
+            "built for dim=25",
+        ),
         (lambda: NCA(softstep="lu-pointwise"), "needs the embedding dimension"),
         (lambda: NCA(softstep="s3-global"), "unknown SoftStep spec 's3-global'"),
         (lambda: NCA(softstep=3), "must be a nona.SoftStep"),
@@ -411,10 +449,13 @@ def test_dknn_inference_memory_stays_within_budget():
             base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
             out = head(z, zn, yn)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-        print(json.dumps({"peak": peak, "finite": bool(torch.isfinite(out).all()), "rows": head.rows_per_chunk(5000, 4)}))
+        finite = bool(torch.isfinite(out).all())
+        print(json.dumps({"peak": peak, "finite": finite, "rows": head.rows_per_chunk(5000, 4)}))
         """
     )
-    result = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
+    result = json.loads(
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    )
     assert result["finite"] and result["rows"] < 300  # several chunks
     # Unchunked, the 300 x 5000 soft-rank temporaries alone take over 150 MB.
     assert result["peak"] < 64 * 2**20
@@ -425,13 +466,20 @@ def test_dknn_inference_memory_stays_within_budget():
 
 @pytest.mark.parametrize(
     "head,similarity,softstep",
-    [("nca", "rbf", "lu-global"), ("nca", "rbf", "none"), ("dknn", "l2", "lu-pointwise"), ("nona", "l2", "lu-pointwise")],
+    [
+        ("nca", "rbf", "lu-global"),
+        ("nca", "rbf", "none"),
+        ("dknn", "l2", "lu-pointwise"),
+        ("nona", "l2", "lu-pointwise"),
+    ],
 )
 def test_regression_model_trains_neighbour_heads(head, similarity, softstep):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(90, 4, generator=g)
     y = (torch.sin(2 * x[:, 0]) + 1) / 2
-    config = TrainConfig(head=head, similarity=similarity, softstep=softstep, batch_size=16, lr=1e-2, max_epochs=2, patience=5)
+    config = TrainConfig(
+        head=head, similarity=similarity, softstep=softstep, batch_size=16, lr=1e-2, max_epochs=2, patience=5
+    )
     model = RegressionModel(4, config)
     assert model.predicts_from_neighbours
     before = {k: v.clone() for k, v in model.state_dict().items()}

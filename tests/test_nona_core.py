@@ -56,8 +56,12 @@ def test_s1_s2_match_closed_forms():
     for _ in range(300):
         x, a, t = rng.uniform(0, 1), rng.uniform(0, 0.5), rng.uniform(0.02, 0.98)
         b = rng.uniform(a + 0.01, 1)
-        assert s1(torch.tensor(x, dtype=torch.float64), a, b, t).item() == pytest.approx(s1_ref(x, a, b, t), rel=1e-9, abs=1e-12)
-        assert s2(torch.tensor(x, dtype=torch.float64), b, t).item() == pytest.approx(s2_ref(x, b, t), rel=1e-9, abs=1e-12)
+        assert s1(torch.tensor(x, dtype=torch.float64), a, b, t).item() == pytest.approx(
+            s1_ref(x, a, b, t), rel=1e-9, abs=1e-12
+        )
+        assert s2(torch.tensor(x, dtype=torch.float64), b, t).item() == pytest.approx(
+            s2_ref(x, b, t), rel=1e-9, abs=1e-12
+        )
 
 
 def test_s1_limits_in_t():
@@ -168,7 +172,9 @@ def test_degenerate_inputs_give_finite_values_and_gradients(kind, variant, t_raw
         assert all(torch.isfinite(g).all() for g in grads), name
 
 
-@pytest.mark.parametrize("kind,variant", [("l2", None), ("l2", ("s2", "pointwise")), ("rbf", ("s1", "global")), ("cos", ("s1", "pointwise"))])
+@pytest.mark.parametrize(
+    "kind,variant", [("l2", None), ("l2", ("s2", "pointwise")), ("rbf", ("s1", "global")), ("cos", ("s1", "pointwise"))]
+)
 @pytest.mark.parametrize("exclude_self", [False, True])
 def test_chunked_equals_unchunked(kind, variant, exclude_self):
     head = make_head(kind, variant)
@@ -206,10 +212,21 @@ def test_dense_head_and_projector_shapes():
         (lambda: NONA()(torch.randn(3, 4), torch.randn(5, 4), torch.rand(5, 1)), "one label per neighbour"),
         (lambda: NONA()(torch.randn(4), torch.randn(5, 4), torch.rand(5)), "must be 2-D"),
         (lambda: NONA()(torch.full((3, 4), float("nan")), torch.randn(5, 4), torch.rand(5)), "z contains NaN"),
-        (lambda: NONA()(torch.randn(3, 4), torch.randn(5, 4), torch.tensor([0.1, float("nan"), 0, 0, 0])), "y_n contains NaN"),
+        (
+            lambda: NONA()(torch.randn(3, 4), torch.randn(5, 4), torch.tensor([0.1, float("nan"), 0, 0, 0])),
+            "y_n contains NaN",
+        ),
         (lambda: NONA()(torch.randn(1, 4), torch.randn(1, 4), torch.rand(1), exclude_self=True), "no neighbour"),
-        (lambda: NONA()(torch.randn(3, 4), torch.randn(5, 4), torch.rand(5), exclude_self=True), "its own neighbour set"),
-        (lambda: NONA(softstep=SoftStep(params="pointwise", dim=25))(torch.randn(3, 4), torch.randn(5, 4), torch.rand(5)), "built for dim=25"),
+        (
+            lambda: NONA()(torch.randn(3, 4), torch.randn(5, 4), torch.rand(5), exclude_self=True),
+            "its own neighbour set",
+        ),
+        (
+            lambda: NONA(softstep=SoftStep(params="pointwise", dim=25))(
+                torch.randn(3, 4), torch.randn(5, 4), torch.rand(5)
+            ),
+            "built for dim=25",
+        ),
         (lambda: NONA(softstep="s2"), "must be a nona.SoftStep"),
         (lambda: DenseHead(25)(torch.randn(3, 4)), "DenseHead expects"),
         (lambda: Projector(8)(torch.randn(3, 4)), "Projector expects"),

@@ -38,7 +38,11 @@ SATURATING_LOGITS = {"exactly 0": -1e4, "1e-30": -69.0, "1 - 1e-30 (rounds to 1)
 def direct_values(dtype: torch.dtype) -> dict[str, float]:
     """Parameter values the sigmoid cannot produce on CPU, written into its output."""
     info = torch.finfo(dtype)
-    return {"subnormal": info.tiny / 2**10, "smallest subnormal": info.tiny * info.eps, "largest below 1": 1.0 - info.eps / 2}
+    return {
+        "subnormal": info.tiny / 2**10,
+        "smallest subnormal": info.tiny * info.eps,
+        "largest below 1": 1.0 - info.eps / 2,
+    }
 
 
 def test_saturating_values_are_what_they_claim():

@@ -81,8 +81,16 @@ def test_a_selection_is_json_friendly():
     choice = select_best([5, 10], [1.0, 2.0], prefer="smallest")
     assert isinstance(choice, Selection)
     data = json.loads(json.dumps(choice.to_dict()))
-    assert data == {"chosen": 5, "score": 1.0, "tied": [5], "runner_up": 10, "runner_up_score": 2.0, "margin": 1.0,
-                    "rtol": SELECTION_RTOL, "prefer": "smallest"}
+    assert data == {
+        "chosen": 5,
+        "score": 1.0,
+        "tied": [5],
+        "runner_up": 10,
+        "runner_up_score": 2.0,
+        "margin": 1.0,
+        "rtol": SELECTION_RTOL,
+        "prefer": "smallest",
+    }
 
 
 def test_bad_inputs_raise():
@@ -121,8 +129,18 @@ def test_knn_grid_picks_the_cell_of_lowest_validation_mse():
     y = np.sin(2 * z[:, 0]) + 0.3 * rng.normal(size=260)
     scaler = StandardScaler().fit(z[:200])
     cells = list(itertools.product([3, 5, 7], [1, 2], ["uniform", "distance"]))
-    errors = [np.mean((KNeighborsRegressor(n_neighbors=k, p=p, weights=w).fit(scaler.transform(z[:200]), y[:200])
-                       .predict(scaler.transform(z[200:])) - y[200:]) ** 2) for k, p, w in cells]
+    errors = [
+        np.mean(
+            (
+                KNeighborsRegressor(n_neighbors=k, p=p, weights=w)
+                .fit(scaler.transform(z[:200]), y[:200])
+                .predict(scaler.transform(z[200:]))
+                - y[200:]
+            )
+            ** 2
+        )
+        for k, p, w in cells
+    ]
     expected = select_best(cells, errors, prefer="first")
     assert expected.margin > 1e-4 * expected.score  # a clear winner, not a rounding decision
     _, params = tuned_knn(z[:200], y[:200], z[200:], y[200:])

@@ -1,4 +1,6 @@
-"""The training step's hand-written gradients against plain autograd, the self-neighbour warning, fixed SoftStep parameters.
+"""The training step's hand-written gradients against plain autograd.
+
+Also the self-neighbour warning and fixed SoftStep parameters.
 
 The plain implementation below builds the ``(b, b, d)`` differences and lets
 autograd differentiate every formula; it shares no code with the package
@@ -101,7 +103,9 @@ def test_training_step_matches_plain_autograd_in_float64(kind, variant, dtype, r
         torch.testing.assert_close(got.double(), expected, rtol=0, atol=rtol * max(scale, 1e-12), msg=name)
 
 
-@pytest.mark.parametrize("make", [lambda: NONA("l2"), lambda: NCA(), lambda: DifferentiableKNN()], ids=["NONA", "NCA", "DifferentiableKNN"])
+@pytest.mark.parametrize(
+    "make", [lambda: NONA("l2"), lambda: NCA(), lambda: DifferentiableKNN()], ids=["NONA", "NCA", "DifferentiableKNN"]
+)
 def test_self_neighbours_in_training_warn(make):
     head = make()
     z, y = torch.randn(6, 3, requires_grad=True), torch.rand(6)
@@ -148,6 +152,8 @@ def test_log_mask_with_fixed_parameters(fn):
     other[:, -1] = 0.9
     assert not torch.equal(step.log_mask(sim, z, parameters=other), step.log_mask(sim, z))
     shared = learned[:1]
-    torch.testing.assert_close(step.log_mask(sim, z, parameters=shared), step.log_mask(sim, z, parameters=shared.expand(5, -1)))
+    torch.testing.assert_close(
+        step.log_mask(sim, z, parameters=shared), step.log_mask(sim, z, parameters=shared.expand(5, -1))
+    )
     with pytest.raises(ValueError, match=r"must have shape \(5, "):
         step.log_mask(sim, z, parameters=learned[:, :1])

@@ -34,7 +34,10 @@ def use_site_identity(app, config) -> None:
 
 
 def author_year_label(entry) -> str:
-    """The bibliography label an author-year citation matches: "Friedman, 1940", "Krogh and Vedelsby, 1995", "Susman et al., 2025a"."""
+    """The bibliography label an author-year citation matches.
+
+    For example "Friedman, 1940", "Krogh and Vedelsby, 1995", "Susman et al., 2025a".
+    """
     from pybtex.richtext import Text
 
     people = entry.persons.get("author") or entry.persons.get("editor") or []

@@ -106,7 +106,10 @@ BACKBONES: dict[str, BackboneSpec] = {
 
 
 def get_backbone(name: str, **options: Any) -> Backbone:
-    """Build the backbone registered as ``name``; ``options`` go to its constructor (e.g. ``image_size``, ``pretrained``)."""
+    """Build the backbone registered as ``name``.
+
+    ``options`` go to its constructor (e.g. ``image_size``, ``pretrained``).
+    """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     return BACKBONES[name].factory(**options)

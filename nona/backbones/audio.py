@@ -46,7 +46,10 @@ class _WaveformBackbone(Backbone):
     normalize: bool = False
 
     def transform(self, inputs: Any, sample_rate: int | None = None) -> torch.Tensor:
-        """Waveforms (n, T) at ``sample_rate`` to float32 (n, T') at the model's rate (zero-mean, unit-variance if ``normalize``)."""
+        """Waveforms (n, T) at ``sample_rate`` to float32 (n, T') at the model's rate.
+
+        Zero-mean and unit-variance if ``normalize``.
+        """
         if sample_rate is None:
             raise ValueError(f"{self.name}: pass the sample_rate of the audio to transform()")
         audio = resample(np.asarray(inputs, dtype=np.float32), int(sample_rate), self.sample_rate)
@@ -213,7 +216,8 @@ class WhisperTinyEncoder(Backbone):
         n_samples = 2 * cfg.max_source_positions * hop
         if n_samples % self.sample_rate:
             raise ValueError(
-                f"whisper_tiny: max_source_positions must be a multiple of 50 (whole seconds), got {cfg.max_source_positions}"
+                "whisper_tiny: max_source_positions must be a multiple of 50 (whole seconds), "
+                f"got {cfg.max_source_positions}"
             )
         self.features = WhisperFeatureExtractor(
             feature_size=cfg.num_mel_bins,
@@ -231,7 +235,7 @@ class WhisperTinyEncoder(Backbone):
         return {"sample_rate": self.sample_rate, "num_mel_bins": self.features.feature_size, "n_frames": self.n_frames}
 
     def transform(self, inputs: Any, sample_rate: int | None = None) -> dict[str, torch.Tensor]:
-        """Waveforms (n, T) to Whisper log-mel features padded or cut to the encoder's input length, with a frame mask."""
+        """Waveforms (n, T) to Whisper log-mel features padded or cut to the encoder's length, with a frame mask."""
         if sample_rate is None:
             raise ValueError("whisper_tiny: pass the sample_rate of the audio to transform()")
         audio = resample(np.asarray(inputs, dtype=np.float32), int(sample_rate), self.sample_rate)

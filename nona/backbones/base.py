@@ -1,4 +1,7 @@
-"""What every feature extractor offers: ``transform`` (raw inputs -> batch), ``embed`` (batch -> (b, D)), ``trainable``."""
+"""What every feature extractor offers.
+
+``transform`` (raw inputs -> batch), ``embed`` (batch -> (b, D)) and ``trainable``.
+"""
 
 from __future__ import annotations
 

@@ -46,7 +46,10 @@ class HFText(Backbone):
         self.pooling = pooling
         self.max_length = int(max_length)
         local_only = offline() if local_only is None else local_only
-        how = f"run `huggingface-cli download {self.model_id}` (or load it once with transformers) to fill the Hugging Face cache"
+        how = (
+            f"run `huggingface-cli download {self.model_id}` (or load it once with transformers) "
+            "to fill the Hugging Face cache"
+        )
         try:
             if pretrained:
                 self.model = AutoModel.from_pretrained(self.model_id, local_files_only=local_only)

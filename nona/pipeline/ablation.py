@@ -109,18 +109,24 @@ def ablation_plan(values: dict[str, list] | None = None) -> list[Stage]:
             raise ValueError(f"unknown ablation setting {key!r}; valid settings are: {', '.join(PAPER_VALUES)}")
         unknown = [v for v in subset if v not in PAPER_VALUES[key]]
         if unknown or not subset:
-            raise ValueError(f"ablation values {subset!r} for {key!r} must be a non-empty subset of {PAPER_VALUES[key]!r}")
+            raise ValueError(
+                f"ablation values {subset!r} for {key!r} must be a non-empty subset of {PAPER_VALUES[key]!r}"
+            )
     stages = []
     for name, title in NONA_STAGE_TITLES.items():
         ordered = [v for v in PAPER_VALUES[name] if v in chosen[name]]
         extensions = tuple(str(v) for v in EXTENSIONS.get(name, ()) if v in ordered)
         if len(extensions) == len(ordered):
-            raise ValueError(f"stage {name!r} needs at least one of the paper's candidates besides the extensions {extensions}")
+            raise ValueError(
+                f"stage {name!r} needs at least one of the paper's candidates besides the extensions {extensions}"
+            )
         stages.append(Stage(name, title, _single(name, ordered), extensions))
     grid = {
         dense_label(e, b): {"head": "dense", "embed_dim": e, "batch_size": b}
-        for e in PAPER_VALUES["dense_embed_dim"] if e in chosen["dense_embed_dim"]
-        for b in PAPER_VALUES["dense_batch_size"] if b in chosen["dense_batch_size"]
+        for e in PAPER_VALUES["dense_embed_dim"]
+        if e in chosen["dense_embed_dim"]
+        for b in PAPER_VALUES["dense_batch_size"]
+        if b in chosen["dense_batch_size"]
     }
     stages.append(Stage("dense-grid", "Dense head: embedding dimension x batch size", grid, serial=False))
     return stages
@@ -136,7 +142,9 @@ def get_stage(plan: list[Stage], name: str) -> Stage:
     for stage in [*plan, paper_choice_stage()]:
         if stage.name == name:
             return stage
-    raise ValueError(f"unknown ablation stage {name!r}; valid stages are: {', '.join(s.name for s in plan)}, paper-choice")
+    raise ValueError(
+        f"unknown ablation stage {name!r}; valid stages are: {', '.join(s.name for s in plan)}, paper-choice"
+    )
 
 
 def previous_stage(plan: list[Stage], name: str) -> Stage | None:
@@ -167,14 +175,18 @@ def candidate_config(plan: list[Stage], stage_name: str, label: str, root: str |
     """The full head configuration of one candidate: start settings, earlier winners, then the candidate's overrides."""
     stage = get_stage(plan, stage_name)
     if label not in stage.candidates:
-        raise ValueError(f"{label!r} is not a candidate of stage {stage_name!r}; candidates are: {', '.join(stage.labels())}")
+        raise ValueError(
+            f"{label!r} is not a candidate of stage {stage_name!r}; candidates are: {', '.join(stage.labels())}"
+        )
     base: dict[str, Any] = dict(NONA_START) if stage.serial else {}
     before = previous_stage(plan, stage_name)
     if before is not None:
         path = winner_path(root, before.name)
         if not path.exists():
-            raise FileNotFoundError(f"stage {stage_name!r} builds on the winner of {before.name!r}, but {path} does not exist; "
-                                    f"run and select stage {before.name!r} first")
+            raise FileNotFoundError(
+                f"stage {stage_name!r} builds on the winner of {before.name!r}, but {path} does not exist; "
+                f"run and select stage {before.name!r} first"
+            )
         base.update(json.loads(path.read_text())["config"])
     return {**base, **stage.candidates[label]}
 
@@ -198,14 +210,24 @@ def noise_check(table: list[dict], winner: str, tied: list[str] | None = None) -
     if not others:
         return {"runner_up": None, "margin": None, "spread": None, "spread_rule": SPREAD_RULE, "within_noise": False}
     # The runner-up by the same tie rule as the winner (first declared among tied means).
-    runner_label = select_best([row["label"] for row in others], [row["val_mean"] for row in others], rtol=TIE_RTOL).chosen
+    runner_label = select_best(
+        [row["label"] for row in others], [row["val_mean"] for row in others], rtol=TIE_RTOL
+    ).chosen
     runner = rows[runner_label]
     margin = runner["val_mean"] - rows[winner]["val_mean"]
     spread = None
     if min(rows[winner]["n_seeds"], runner["n_seeds"]) >= 2:
-        spread = math.sqrt(rows[winner]["val_std"] ** 2 / rows[winner]["n_seeds"] + runner["val_std"] ** 2 / runner["n_seeds"])
+        spread = math.sqrt(
+            rows[winner]["val_std"] ** 2 / rows[winner]["n_seeds"] + runner["val_std"] ** 2 / runner["n_seeds"]
+        )
     within = len(tied or [winner]) > 1 or (spread is not None and margin < spread)
-    return {"runner_up": runner["label"], "margin": margin, "spread": spread, "spread_rule": SPREAD_RULE, "within_noise": within}
+    return {
+        "runner_up": runner["label"],
+        "margin": margin,
+        "spread": spread,
+        "spread_rule": SPREAD_RULE,
+        "within_noise": within,
+    }
 
 
 def select_winner(records: list[dict], stage: Stage, seeds: list[int]) -> dict[str, Any]:
@@ -229,23 +251,44 @@ def select_winner(records: list[dict], stage: Stage, seeds: list[int]) -> dict[s
     for label in stage.labels():
         missing = [s for s in seeds if (label, s) not in by_key]
         if missing:
-            raise ValueError(f"stage {stage.name!r}: candidate {label!r} has no record for seed(s) {missing}; "
-                             "every candidate needs every seed before a winner can be chosen")
+            raise ValueError(
+                f"stage {stage.name!r}: candidate {label!r} has no record for seed(s) {missing}; "
+                "every candidate needs every seed before a winner can be chosen"
+            )
         val = [float(by_key[(label, s)]["val_mse"]) for s in seeds]
         test = [float(by_key[(label, s)]["test_mse"]) for s in seeds]
         if not all(math.isfinite(v) for v in val):
-            raise ValueError(f"stage {stage.name!r}: candidate {label!r} has a non-finite validation MSE {val}; "
-                             "the run diverged, fix it before selecting")
-        rows.append({"label": label, "extension": label in stage.extensions,
-                     "val_mean": float(pd.Series(val).mean()), "val_std": float(pd.Series(val).std()),
-                     "test_mean": float(pd.Series(test).mean()), "test_std": float(pd.Series(test).std()),
-                     "n_seeds": len(seeds)})
+            raise ValueError(
+                f"stage {stage.name!r}: candidate {label!r} has a non-finite validation MSE {val}; "
+                "the run diverged, fix it before selecting"
+            )
+        rows.append(
+            {
+                "label": label,
+                "extension": label in stage.extensions,
+                "val_mean": float(pd.Series(val).mean()),
+                "val_std": float(pd.Series(val).std()),
+                "test_mean": float(pd.Series(test).mean()),
+                "test_std": float(pd.Series(test).std()),
+                "n_seeds": len(seeds),
+            }
+        )
     eligible = [row for row in rows if not row["extension"]]
-    choice = select_best([row["label"] for row in eligible], [row["val_mean"] for row in eligible], rtol=TIE_RTOL, prefer="first")
+    choice = select_best(
+        [row["label"] for row in eligible], [row["val_mean"] for row in eligible], rtol=TIE_RTOL, prefer="first"
+    )
     tied = list(choice.tied)
-    return {"stage": stage.name, "winner": choice.chosen, "tied": tied, "selected_by": "mean validation MSE",
-            "tie_rule": f"means within a relative {TIE_RTOL:g} of the lowest are tied; a tie goes to the first in declared order",
-            "seeds": list(seeds), "table": rows, **noise_check(rows, choice.chosen, tied)}
+    return {
+        "stage": stage.name,
+        "winner": choice.chosen,
+        "tied": tied,
+        "selected_by": "mean validation MSE",
+        "tie_rule": f"means within a relative {TIE_RTOL:g} of the lowest are tied; "
+        "a tie goes to the first in declared order",
+        "seeds": list(seeds),
+        "table": rows,
+        **noise_check(rows, choice.chosen, tied),
+    }
 
 
 def read_stage_records(root: str | Path, stage: Stage, seeds: list[int]) -> list[dict]:
@@ -255,7 +298,9 @@ def read_stage_records(root: str | Path, stage: Stage, seeds: list[int]) -> list
         for seed in seeds:
             path = candidate_record_path(root, stage.name, label, seed)
             if not path.exists():
-                raise FileNotFoundError(f"missing ablation run {path}; run the ablation jobs of stage {stage.name!r} first")
+                raise FileNotFoundError(
+                    f"missing ablation run {path}; run the ablation jobs of stage {stage.name!r} first"
+                )
             records.append(json.loads(path.read_text()))
     return records
 
@@ -276,8 +321,12 @@ def write_selected(root: str | Path, plan: list[Stage], dataset: str, profile: s
     last = [s for s in plan if s.serial][-1]
     nona = json.loads(winner_path(root, last.name).read_text())["config"]
     dense = json.loads(winner_path(root, "dense-grid").read_text())["config"]
-    selected = {"dataset": dataset, "profile": profile, "heads": {"nona": nona, "dense": dense},
-                "selected_by": "mean validation MSE (serialized NONA ablation; full dense grid)"}
+    selected = {
+        "dataset": dataset,
+        "profile": profile,
+        "heads": {"nona": nona, "dense": dense},
+        "selected_by": "mean validation MSE (serialized NONA ablation; full dense grid)",
+    }
     write_json(selected_path(root), selected)
     return selected
 
@@ -313,8 +362,8 @@ def train_candidate(
     """Train one candidate on one seed and write its record; reuses an identical earlier run when there is one."""
     import torch
 
-    from nona.pipeline.experiment import load_features, train_and_evaluate
     from nona.io.provenance import now, run_provenance
+    from nona.pipeline.experiment import load_features, train_and_evaluate
     from nona.train import TrainConfig, resolve_device
 
     root = Path(root)
@@ -322,7 +371,12 @@ def train_candidate(
     out = candidate_record_path(root, stage_name, label, seed)
     same = _reusable(root, plan, config, train, seed, stage_name)
     if same is not None:
-        record = {**json.loads(same.read_text()), "stage": stage_name, "label": label, "reused_from": str(same.relative_to(root))}
+        record = {
+            **json.loads(same.read_text()),
+            "stage": stage_name,
+            "label": label,
+            "reused_from": str(same.relative_to(root)),
+        }
         write_json(out, record)
         return record
     train_settings, train = train, dict(train)
@@ -336,11 +390,19 @@ def train_candidate(
         inputs, labels, backbone = load_features(dataset, True if backbone_trainable else train_config.trainable_layers)
     started = now()
     record, _ = train_and_evaluate(inputs, labels, train_config, backbone, two_stage=False)
-    record.update({
-        "dataset": dataset, "profile": profile, "stage": stage_name, "label": label, "seed": seed,
-        "head_config": config, "train": train_settings, "config": {**train_config.to_dict(), "backbone_trainable": backbone_trainable},
-        "provenance": run_provenance(str(resolve_device(train_config.device)), started),
-    })
+    record.update(
+        {
+            "dataset": dataset,
+            "profile": profile,
+            "stage": stage_name,
+            "label": label,
+            "seed": seed,
+            "head_config": config,
+            "train": train_settings,
+            "config": {**train_config.to_dict(), "backbone_trainable": backbone_trainable},
+            "provenance": run_provenance(str(resolve_device(train_config.device)), started),
+        }
+    )
     write_json(out, record)
     return record
 
@@ -357,39 +419,67 @@ def save_features(dataset: str, out: str | Path) -> Path:
     return Path(out)
 
 
-def collect_ablation(root: str | Path, plan: list[Stage], seeds: list[int], with_paper_choice: bool = True) -> pd.DataFrame:
+def collect_ablation(
+    root: str | Path, plan: list[Stage], seeds: list[int], with_paper_choice: bool = True
+) -> pd.DataFrame:
     """Every run of the ablation as one row per (stage, candidate, seed): validation and test MSE, epochs, seconds."""
     stages = [*plan, paper_choice_stage()] if with_paper_choice else plan
     rows = []
     for stage in stages:
         for record in read_stage_records(root, stage, seeds):
-            rows.append({"stage": stage.name, "label": record["label"], "seed": record["seed"],
-                         "extension": record["label"] in stage.extensions,
-                         "val_mse": record["val_mse"], "test_mse": record["test_mse"], "epochs": record["epochs"],
-                         "seconds": record["train_seconds"], "reused": "reused_from" in record,
-                         **{k: record["head_config"].get(k) for k in ("head", "similarity", "softstep", "batch_size", "embed_dim")}})
+            rows.append(
+                {
+                    "stage": stage.name,
+                    "label": record["label"],
+                    "seed": record["seed"],
+                    "extension": record["label"] in stage.extensions,
+                    "val_mse": record["val_mse"],
+                    "test_mse": record["test_mse"],
+                    "epochs": record["epochs"],
+                    "seconds": record["train_seconds"],
+                    "reused": "reused_from" in record,
+                    **{
+                        k: record["head_config"].get(k)
+                        for k in ("head", "similarity", "softstep", "batch_size", "embed_dim")
+                    },
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m nona.pipeline.ablation", description="Jobs of the serialized NONA ablation.")
+    parser = argparse.ArgumentParser(
+        prog="python -m nona.pipeline.ablation", description="Jobs of the serialized NONA ablation."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     features = sub.add_parser("features", help="save the frozen features of a dataset for the ablation's runs")
     features.add_argument("--dataset", required=True)
     features.add_argument("--out", required=True)
     for name in ("run", "select", "selected"):
         command = sub.add_parser(name)
-        command.add_argument("--root", required=True, help="the ablation's folder, e.g. build/ablation/quick/digits-rotation")
-        command.add_argument("--values-json", default="{}", help="candidate values per setting, restricting the paper's")
+        command.add_argument(
+            "--root", required=True, help="the ablation's folder, e.g. build/ablation/quick/digits-rotation"
+        )
+        command.add_argument(
+            "--values-json", default="{}", help="candidate values per setting, restricting the paper's"
+        )
         if name == "run":
             command.add_argument("--stage", required=True)
-            command.add_argument("--candidate", nargs="*", default=None,
-                                 help="candidates to train (default: every candidate of the stage, in declared order)")
+            command.add_argument(
+                "--candidate",
+                nargs="*",
+                default=None,
+                help="candidates to train (default: every candidate of the stage, in declared order)",
+            )
             command.add_argument("--seed", type=int, required=True)
             command.add_argument("--dataset", required=True)
             command.add_argument("--profile", required=True)
-            command.add_argument("--train-json", default="{}", help="TrainConfig settings shared by every run (epochs, device, ...)")
-            command.add_argument("--features", default=None, help="features saved by the 'features' command (frozen backbone)")
+            command.add_argument(
+                "--train-json", default="{}", help="TrainConfig settings shared by every run (epochs, device, ...)"
+            )
+            command.add_argument(
+                "--features", default=None, help="features saved by the 'features' command (frozen backbone)"
+            )
         if name == "select":
             command.add_argument("--stage", required=True)
             command.add_argument("--seeds", type=int, nargs="+", required=True)
@@ -410,10 +500,21 @@ def main(argv: list[str] | None = None) -> int:
         # One process trains every candidate of a stage on one seed: a process per
         # candidate spent more time importing torch than training (quick profile).
         for label in args.candidate or get_stage(plan, args.stage).labels():
-            record = train_candidate(args.root, plan, args.stage, label, args.seed, args.dataset, args.profile,
-                                     json.loads(args.train_json), args.features)
-            print(f"{args.stage}/{label} seed {args.seed}: validation MSE {record['val_mse']:.6f}"
-                  + (f" (reused {record['reused_from']})" if "reused_from" in record else ""))
+            record = train_candidate(
+                args.root,
+                plan,
+                args.stage,
+                label,
+                args.seed,
+                args.dataset,
+                args.profile,
+                json.loads(args.train_json),
+                args.features,
+            )
+            print(
+                f"{args.stage}/{label} seed {args.seed}: validation MSE {record['val_mse']:.6f}"
+                + (f" (reused {record['reused_from']})" if "reused_from" in record else "")
+            )
     elif args.command == "select":
         selection = write_selection(args.root, plan, args.stage, args.seeds)
         print(f"{args.stage}: winner {selection['winner']} by {selection['selected_by']}")

@@ -107,6 +107,40 @@ def get_manifest_fe(dataset: str) -> dict[str, Any]:
     return get_manifest(dataset)["feature_extractor"]
 
 
+# How the book names each backbone of the quick and paper profiles, and whether its weights are pretrained.
+BACKBONE_NAMES = {
+    "efficientnet_lite0": ("EfficientNet-Lite0", True),
+    "minilm": ("MiniLM", True),
+    "audio_cnn": ("a 1-D audio CNN", False),
+}
+
+
+def finetuning_statement(records: list[RunRecord]) -> str:
+    """One sentence per dataset saying what of its backbone the paper's heads trained, read from the run records."""
+    from nona.data import get_manifest
+
+    sentences = []
+    for dataset in dict.fromkeys(r.dataset for r in records):
+        layers = {str(r.config.get("trainable_layers", 0)) for r in records if r.dataset == dataset and r.is_paper_arm}
+        name = _backbone_name(dataset, 0 if layers == {"0"} else 1)
+        title = get_manifest(dataset)["title"]
+        if name is None:
+            sentences.append(f"{title}: no backbone (the inputs are features already).")
+            continue
+        label, pretrained = BACKBONE_NAMES.get(name, (name, True))
+        weights = "pretrained" if pretrained else "randomly initialised, never pretrained"
+        if layers == {"0"}:
+            sentences.append(f"{title}: {label} ({weights}) stays frozen; the heads train on its cached features.")
+        else:
+            which = ", ".join(sorted(layers))
+            trained = "the whole backbone" if which == "all" else f"its last {which} block(s)"
+            sentences.append(
+                f"{title}: {trained} of {label} ({weights}) train with the projector and head, on "
+                "activations cached below them."
+            )
+    return " ".join(sentences)
+
+
 def effective_trainable_layers(dataset: str, trainable_layers: int | str | bool) -> int | str:
     """``trainable_layers`` as a run of ``dataset`` can use it: 0 where the dataset has no backbone (tabular inputs)."""
     if isinstance(trainable_layers, bool):  # the older setting backbone_trainable
@@ -267,7 +301,10 @@ def _frozen_features(x, backbone: torch.nn.Module | None) -> np.ndarray:
 
 
 def _two_stage_extensions(head: str, z: dict, labels: tuple, predictions: dict, knn) -> dict[str, dict[str, Any]]:
-    """NNK on the head's embeddings and, for the dense head, its interpolation with the tuned k-NN (both tuned on validation)."""
+    """NNK on the head's embeddings and, for the dense head, its interpolation with the tuned k-NN.
+
+    Both are tuned on the validation split.
+    """
     from nona.baselines import interpolate, tuned_interpolation, tuned_nnk
 
     y_train, y_val, y_test = (y.numpy() for y in labels)
