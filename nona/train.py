@@ -283,18 +283,37 @@ def fit(
     progress: bool = False,
     sample_weight: Tensor | None = None,
 ) -> FitResult:
-    """Train ``model`` on ``(x_train, y_train, x_val, y_val)``; restores the best validation state.
+    """Train ``model`` with Adam on the MSE, stopping early on validation MSE; restores the best state.
 
-    ``x`` is a feature tensor (frozen backbone), a mapping of tensors or a
-    tensor of cached activations (the model's ``backbone`` is then the
-    trainable top that takes them), or :class:`RawInputs` (the model's
-    backbone is fine-tuned end to end). ``sample_weight`` (one
-    non-negative weight per training point, e.g.
-    :func:`nona.baselines.knn_loss_weights`) is rescaled to mean 1 and makes
-    each batch's loss ``mean(w_i * (y_hat_i - y_i) ** 2)``, so an epoch
-    estimates the weighted mean ``sum w r^2 / sum w``; uniform weights give the
-    unweighted fit. Validation MSE, early stopping and the recorded
-    ``train_mse`` stay unweighted.
+    Parameters
+    ----------
+    model : RegressionModel
+        Projector and head (and optionally a trainable backbone top); trained in place.
+    data : tuple
+        ``(x_train, y_train, x_val, y_val)``. Each ``x`` is a feature tensor (frozen
+        backbone), a mapping of tensors or a tensor of cached activations (the model's
+        ``backbone`` is then the trainable top that takes them), or :class:`RawInputs`
+        (the model's backbone is fine-tuned end to end); each ``y`` a 1-D float tensor.
+    config : TrainConfig
+        Batch size, learning rates, epochs, patience, device and seed.
+    progress : bool, default=False
+        Show a progress bar over epochs.
+    sample_weight : torch.Tensor or None, default=None
+        One non-negative weight per training point (e.g. from
+        :func:`nona.baselines.knn_loss_weights`), rescaled to mean 1: each batch's loss
+        is then ``mean(w_i * (y_hat_i - y_i) ** 2)``, so an epoch estimates the weighted
+        mean ``sum w r^2 / sum w``, and uniform weights give the unweighted fit.
+        Validation MSE, early stopping and the recorded ``train_mse`` stay unweighted.
+
+    Returns
+    -------
+    FitResult
+        Best epoch, its validation MSE, epochs run, seconds and the per-epoch history.
+
+    Raises
+    ------
+    ValueError
+        For NaN or infinite labels, inputs and labels of different lengths, or invalid weights.
     """
     x_train, y_train, x_val, y_val = data
     for name, y in (("y_train", y_train), ("y_val", y_val)):
