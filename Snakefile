@@ -262,6 +262,11 @@ def run_records(dataset, seed, frozen=False):
     return records
 
 
+def dataset_of(record):
+    """The dataset of a run record path (<runs>/<dataset>/<arm>/seed<k>.json)."""
+    return os.path.basename(os.path.dirname(os.path.dirname(record)))
+
+
 def finetune_run_arguments(dataset, seed, selected):
     arguments = ["nona.pipeline.experiment", "--dataset", dataset, "--profile", PROFILE, "--seed", seed,
                  "--out-dir", f"{RUNS_DIR}/{dataset}", "--ablation", selected, "--settings-json",
@@ -272,22 +277,27 @@ def finetune_run_arguments(dataset, seed, selected):
 # One job per (dataset, seed) trains every arm of the experiment on that split (with a GPU in the paper
 # profile), fine-tuning the backbone's top (trainable_layers), and the frozen-backbone comparison; its
 # outputs are the run records. The per-dataset notebook then only tabulates and plots them.
-rule finetune_runs:
-    input:
-        SELECTED,
-    output:
-        run_records("{dataset}", "{seed}", frozen=True),
-    log:
-        f"{BUILD}/logs/runs/{{dataset}}-seed{{seed}}.log",
-    wildcard_constraints:
-        dataset="|".join(DATASETS),
-        seed=r"\d+",
-    resources:
-        gpu=1,
-    params:
-        command=lambda wc, input: python_command(finetune_run_arguments(wc.dataset, wc.seed, input[0])),
-    shell:
-        JOB
+# One rule per dataset: whether a dataset also trains the frozen-backbone comparison (and so
+# which records its jobs write) is a per-dataset setting, and a rule's outputs are fixed patterns.
+for _dataset in DATASETS:
+    rule:
+        name:
+            f"finetune_runs_{_dataset.replace('-', '_')}"
+        input:
+            SELECTED,
+        output:
+            run_records(_dataset, "{seed}", frozen=True),
+        log:
+            f"{BUILD}/logs/runs/{_dataset}-seed{{seed}}.log",
+        wildcard_constraints:
+            seed=r"\d+",
+        resources:
+            gpu=1,
+        params:
+            command=lambda wc, input, output: python_command(
+                finetune_run_arguments(dataset_of(output[0]), wc.seed, input[0])),
+        shell:
+            JOB
 
 
 rule finetune:
