@@ -42,10 +42,21 @@ def python_command(arguments):
     return f"NONA_PROFILE={PROFILE} OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 {command}"
 
 
-def notebook_command(source, output, parameters, title=None):
-    """Shell command that executes one notebook with nona.pipeline.runner (see python_command)."""
+def notebook_command(source, output, parameters, title=None, rerun=None):
+    """Shell command that executes one notebook with nona.pipeline.runner (see python_command).
+
+    ``rerun``: the parameters of the page's "Re-run this page" command, when they differ (output folders).
+    """
     arguments = ["nona.pipeline.runner", source, output, "--parameters-json", as_json(parameters)]
-    return python_command(arguments + (["--title", title] if title else []))
+    arguments += ["--title", title] if title else []
+    return python_command(arguments + (["--rerun-json", as_json(rerun)] if rerun is not None else []))
+
+
+def rerun_folders(parameters):
+    """``parameters`` with the folders a page writes runs into moved under build/rerun (a reader's re-run)."""
+    moved = {k: v.replace(f"{BUILD}/", "build/rerun/", 1) for k, v in parameters.items()
+             if k in ("runs_dir", "frozen_runs_dir") and isinstance(v, str) and v}
+    return {**parameters, **moved}
 
 
 # The shell of every job: its command, output to its log; on failure the log's tail.
@@ -313,7 +324,8 @@ rule finetune:
         dataset="|".join(DATASETS),
     params:
         command=lambda wc, input, output: notebook_command(input[0], output[0], finetune_parameters(wc.dataset),
-                                                           title=finetune_title(wc.dataset)),
+                                                           title=finetune_title(wc.dataset),
+                                                           rerun=rerun_folders(finetune_parameters(wc.dataset))),
     shell:
         JOB
 
