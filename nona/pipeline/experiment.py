@@ -18,7 +18,7 @@ How much of the pretrained backbone trains is ``trainable_layers`` (a field of
 :class:`~nona.train.TrainConfig`, so it is in every record's ``config``):
 0 trains the projector and head on cached frozen features; k trains the last
 k blocks of the backbone too, on cached activations below them
-(:func:`nona.backbones.cached_activations`), with the backbone's own learning
+(``nona.backbones.cached_activations``), with the backbone's own learning
 rate ``backbone_lr``; ``"all"`` fine-tunes end to end from raw inputs. A job
 can also train the paper's two heads on frozen features into a second folder
 (``frozen_dir``), the labelled comparison of what fine-tuning adds.

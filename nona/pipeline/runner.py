@@ -223,7 +223,7 @@ RERUN_DIR = "build/rerun"
 
 
 def rerun_command(source: str | Path, output_name: str, parameters: dict[str, Any]) -> str:
-    """The one command that re-runs a page with ``parameters``, writing under :data:`RERUN_DIR` only."""
+    """The one command that re-runs a page with ``parameters``, writing under ``RERUN_DIR`` (``build/rerun``) only."""
     import shlex
 
     source = Path(source)
@@ -266,7 +266,7 @@ def run_notebook(
     ``title`` replaces the page title of the published copy. The page gets a
     "Re-run this page" box whose command uses ``rerun_parameters`` (by
     default ``parameters``; the pipeline passes output folders moved under
-    :data:`RERUN_DIR` so that a re-run never writes into the build).
+    ``RERUN_DIR`` (``build/rerun``) so that a re-run never writes into the build).
     """
     import jupytext
     import papermill
