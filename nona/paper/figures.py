@@ -119,8 +119,9 @@ def publish_figure(fig: matplotlib.figure.Figure, fig_id: str, caption: str) -> 
     return FigureOutput(fig_id, caption, record)
 
 
-def published_figures(directory: Path = FIGURE_DIR) -> list[dict]:
-    """The sidecar records of every published figure, sorted by id."""
+def published_figures(directory: Path | None = None) -> list[dict]:
+    """The sidecar records of every published figure, sorted by id (``directory``: the build's figures by default)."""
     import json
 
+    directory = FIGURE_DIR if directory is None else Path(directory)
     return [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
