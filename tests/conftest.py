@@ -9,7 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
-def smoke_build(tmp_path_factory):
+def smoke_pipeline_build(tmp_path_factory):
     """A build of the smoke profile (every notebook, tiny settings), made once for the tests that read it."""
     import os
     import subprocess

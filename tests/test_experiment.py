@@ -142,8 +142,8 @@ def test_tabulating_without_records_says_what_to_do(tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_profile_runs_every_notebook(smoke_build):
-    tmp_path = smoke_build
+def test_smoke_profile_runs_every_notebook(smoke_pipeline_build):
+    tmp_path = smoke_pipeline_build
     executed = sorted(p.name for p in (tmp_path / "executed").glob("*.ipynb"))
     assert "results.ipynb" in executed and "finetune-synthetic-2d.ipynb" in executed
     notebooks = {p.stem for p in (REPO / "notebooks").glob("*.md") if p.name != "README.md"} - {"finetune", "results"}

@@ -313,8 +313,8 @@ def test_the_shipped_references_are_readable():
 
 
 @pytest.mark.slow
-def test_smoke_pipeline_writes_published_numbers_and_passes_the_check(smoke_build):
-    tmp_path = smoke_build
+def test_smoke_pipeline_writes_published_numbers_and_passes_the_check(smoke_pipeline_build):
+    tmp_path = smoke_pipeline_build
     content = pub.load_published(pub.published_file("smoke", tmp_path))
     pages = {key.split("/")[0] for key in content["numbers"]}
     assert {"results", "statistics", "theory", "ablation", "synthetic_surfaces", "diabetes"} <= pages
