@@ -55,6 +55,29 @@ def _s2_floor(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).tiny ** 0.5
 
 
+def _log_s2_terms(xs: Tensor, b: Tensor, t: Tensor, floor: float) -> tuple[Tensor, ...]:
+    """log S2 on ``xs`` (already floored; clamped to b here, in place): ``(xs, b_floored, k, log(xs/b), value)``."""
+    k = t / (1.0 - t)
+    b_floored = b.clamp_min(floor)
+    torch.minimum(xs, b_floored, out=xs)
+    log_ratio = torch.div(xs, b_floored).log_()
+    value = torch.addcmul(k * b_floored, xs, -k).mul_(log_ratio)
+    return xs, b_floored, k, log_ratio, value
+
+
+def _s2_parameter_grads(needs, grad, xs, b, b_floored, t, k, log_ratio, value) -> tuple[Tensor | None, Tensor | None]:
+    """Gradients of log S2 to b and t (``needs``: autograd's needs_input_grad, b and t at positions 1 and 2)."""
+    grad_b = grad_t = None
+    if needs[1]:
+        # d/db = k (log(x/b) - 1 + x/b): exactly 0 where x >= b; none through b's floor.
+        slope = torch.div(xs, b_floored).add_(log_ratio).sub_(1.0).mul_(grad).sum_to_size(b.shape)
+        grad_b = (slope * k).masked_fill_(b <= _s2_floor(xs.dtype), 0.0)
+    if needs[2]:
+        # value = k (b - x) log(x/b), so d/dk = value / k, and dk/dt = 1 / (1 - t)^2.
+        grad_t = (grad * value).sum_to_size(t.shape) / (k * (1.0 - t) ** 2)
+    return grad_b, grad_t
+
+
 class _LogS2(torch.autograd.Function):
     """log S2 with a hand-written backward pass that stays finite for any b in [0, 1].
 
@@ -68,12 +91,7 @@ class _LogS2(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, b: Tensor, t: Tensor) -> Tensor:
         floor = _s2_floor(x.dtype)
-        k = t / (1.0 - t)
-        b_floored = b.clamp_min(floor)
-        xs = x.clamp_min(floor)
-        torch.minimum(xs, b_floored, out=xs)
-        log_ratio = torch.div(xs, b_floored).log_()
-        value = torch.addcmul(k * b_floored, xs, -k).mul_(log_ratio)
+        xs, b_floored, k, log_ratio, value = _log_s2_terms(x.clamp_min(floor), b, t, floor)
         ctx.save_for_backward(xs, b, b_floored, t, k, log_ratio, value)
         return value
 
@@ -81,20 +99,14 @@ class _LogS2(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         xs, b, b_floored, t, k, log_ratio, value = ctx.saved_tensors
         floor = _s2_floor(xs.dtype)
-        grad_x = grad_b = grad_t = None
+        grad_x = None
         if ctx.needs_input_grad[0]:
             # d/dx [k (b - x) log(x/b)] = k (b/x - 1 - log(x/b)): exactly 0 where x >= b
             # (x was clamped to b); no gradient through the floor, where sign(x - floor) = 0.
             through_floor = torch.sub(xs, floor).sign_()
             grad_x = torch.div(b_floored, xs).sub_(log_ratio).sub_(1.0).mul_(grad).mul_(k).mul_(through_floor)
             grad_x = grad_x.sum_to_size(xs.shape)
-        if ctx.needs_input_grad[1]:
-            # d/db = k (log(x/b) - 1 + x/b): exactly 0 where x >= b; none through b's floor.
-            slope = torch.div(xs, b_floored).add_(log_ratio).sub_(1.0).mul_(grad).sum_to_size(b.shape)
-            grad_b = (slope * k).masked_fill_(b <= floor, 0.0)
-        if ctx.needs_input_grad[2]:
-            # value = k (b - x) log(x/b), so d/dk = value / k, and dk/dt = 1 / (1 - t)^2.
-            grad_t = (grad * value).sum_to_size(t.shape) / (k * (1.0 - t) ** 2)
+        grad_b, grad_t = _s2_parameter_grads(ctx.needs_input_grad, grad, xs, b, b_floored, t, k, log_ratio, value)
         return grad_x, grad_b, grad_t
 
 
@@ -165,12 +177,7 @@ class _S2Shift(torch.autograd.Function):
         if bool(flat.any()):
             x.add_(flat.to(x.dtype))
         inv_span = torch.where(flat, torch.zeros_like(span), span.reciprocal())
-        k = t / (1.0 - t)
-        b_floored = b.clamp_min(floor)
-        xs = x.clamp_min_(floor)
-        torch.minimum(xs, b_floored, out=xs)
-        log_ratio = torch.div(xs, b_floored).log_()
-        value = torch.addcmul(k * b_floored, xs, -k).mul_(log_ratio)
+        xs, b_floored, k, log_ratio, value = _log_s2_terms(x.clamp_min_(floor), b, t, floor)
         ctx.save_for_backward(xs, b, b_floored, t, k, log_ratio, value, inv_span, low_at, high_at)
         return value + sim
 
@@ -178,7 +185,7 @@ class _S2Shift(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         xs, b, b_floored, t, k, log_ratio, value, inv_span, low_at, high_at = ctx.saved_tensors
         floor = _s2_floor(xs.dtype)
-        grad_sim = grad_b = grad_t = None
+        grad_sim = None
         if ctx.needs_input_grad[0]:
             # Gradient to x: k (b/x - 1 - log(x/b)), 0 where x >= b (clamped to b) or at the floor.
             grad_x = torch.div(b_floored, xs).sub_(log_ratio).sub_(1.0).mul_(grad).mul_(k)
@@ -189,11 +196,7 @@ class _S2Shift(torch.autograd.Function):
             grad_high = -dot * inv_span
             grad_sim = grad_x.mul_(inv_span).add_(grad)
             grad_sim.scatter_add_(1, low_at, grad_low).scatter_add_(1, high_at, grad_high)
-        if ctx.needs_input_grad[1]:
-            slope = torch.div(xs, b_floored).add_(log_ratio).sub_(1.0).mul_(grad).sum_to_size(b.shape)
-            grad_b = (slope * k).masked_fill_(b <= floor, 0.0)
-        if ctx.needs_input_grad[2]:
-            grad_t = (grad * value).sum_to_size(t.shape) / (k * (1.0 - t) ** 2)
+        grad_b, grad_t = _s2_parameter_grads(ctx.needs_input_grad, grad, xs, b, b_floored, t, k, log_ratio, value)
         return grad_sim, grad_b, grad_t
 
 
