@@ -46,7 +46,7 @@ def record(label: str, seed: int, val: float, test: float, config: dict | None =
 
 def test_plan_follows_appendix_b():
     names = [s.name for s in PLAN]
-    assert names == ["similarity", "softstep", "batch_size", "embed_dim", "projector", "dense-grid"]
+    assert names == ["similarity", "softstep", "batch_size", "embed_dim", "projector", "dense-grid", "dense-projector"]
     # The ReLU projector is measured as an extension: shown, never selected.
     assert get_stage(PLAN, "projector").labels() == ["tanh", "relu"] and get_stage(PLAN, "projector").eligible() == [
         "tanh"
@@ -57,6 +57,10 @@ def test_plan_follows_appendix_b():
     assert len(get_stage(PLAN, "dense-grid").labels()) == 12
     assert previous_stage(PLAN, "similarity") is None and previous_stage(PLAN, "dense-grid") is None
     assert previous_stage(PLAN, "embed_dim").name == "batch_size"
+    # The dense head's projector extension starts from the grid's winner.
+    assert previous_stage(PLAN, "dense-projector").name == "dense-grid"
+    assert get_stage(PLAN, "dense-projector").eligible() == ["tanh"]
+    assert "dense-projector" not in [s.name for s in ablation_plan({"projector": ["tanh"]})]
     assert NONA_START == {"head": "nona", "similarity": "l2", "softstep": "none", "batch_size": 128, "embed_dim": 50}
 
 
@@ -239,6 +243,12 @@ def test_write_selection_and_selected_from_records(tmp_path):
         "projector": "tanh",
     }
     assert selected["heads"]["dense"] == {"head": "dense", "embed_dim": 25, "batch_size": 64}
+    # The dense projector extension: the grid's winner as it is (so its runs are reused), and with ReLU.
+    assert candidate_config(PLAN, "dense-projector", "tanh", tmp_path) == selected["heads"]["dense"]
+    assert candidate_config(PLAN, "dense-projector", "relu", tmp_path) == {
+        **selected["heads"]["dense"],
+        "projector": "relu",
+    }
 
 
 @pytest.mark.slow

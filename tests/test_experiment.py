@@ -170,10 +170,11 @@ def test_paper_profile_dry_run_lists_one_job_per_dataset_and_seed():
         and counts["results"] == 1
     )
     # The ablation on RSNA: one job per (stage, seed) for the four NONA stages, the projector extension
-    # stage, the dense grid and the paper's choice, 3 seeds each; five stage selections plus the dense grid's.
-    stages = ["similarity", "softstep", "batch_size", "embed_dim", "projector", "dense_grid", "paper_choice"]
-    assert [counts[f"ablation_{stage}"] for stage in stages] == [3] * 7
-    assert counts["ablation_select"] == 6 and "ablation_features" not in counts
+    # stage, the dense grid, its projector extension and the paper's choice, 3 seeds each; a selection
+    # per stage (five NONA stages, the dense grid and its projector stage).
+    stages = ["similarity", "softstep", "batch_size", "embed_dim", "projector", "dense_grid", "dense_projector"]
+    assert [counts[f"ablation_{stage}"] for stage in [*stages, "paper_choice"]] == [3] * 8
+    assert counts["ablation_select"] == 7 and "ablation_features" not in counts
 
 
 def test_relative_to_dense_gives_the_papers_median_reduction():

@@ -60,6 +60,8 @@ class Stage:
     extensions: tuple[str, ...] = ()
     # Whether the candidates build on the previous NONA stage's winner.
     serial: bool = True
+    # A stage outside the NONA series whose candidates start from another stage's winner.
+    builds_on: str | None = None
 
     def labels(self) -> list[str]:
         """Candidate labels in the stage's declared order (the order that breaks ties)."""
@@ -99,6 +101,7 @@ NONA_STAGE_TITLES = {
     "embed_dim": "Stage 4: embedding dimension",
     "projector": "Extension stage: projector (the authors' tanh MLP; ReLU shown, not eligible)",
 }
+DENSE_PROJECTOR_TITLE = "Extension stage: the dense head's projector (its grid winner; ReLU shown, not eligible)"
 
 
 def ablation_plan(values: dict[str, list] | None = None) -> list[Stage]:
@@ -129,6 +132,19 @@ def ablation_plan(values: dict[str, list] | None = None) -> list[Stage]:
         if b in chosen["dense_batch_size"]
     }
     stages.append(Stage("dense-grid", "Dense head: embedding dimension x batch size", grid, serial=False))
+    if "relu" in chosen["projector"]:
+        # The dense grid's winner with the ReLU projector: whether the projector changes NONA vs Dense.
+        # "tanh" adds nothing to the winner's configuration, so its runs are the grid's own (reused).
+        stages.append(
+            Stage(
+                "dense-projector",
+                DENSE_PROJECTOR_TITLE,
+                {"tanh": {}, "relu": {"projector": "relu"}},
+                extensions=("relu",),
+                serial=False,
+                builds_on="dense-grid",
+            )
+        )
     return stages
 
 
@@ -148,7 +164,13 @@ def get_stage(plan: list[Stage], name: str) -> Stage:
 
 
 def previous_stage(plan: list[Stage], name: str) -> Stage | None:
-    """The NONA stage whose winner ``name`` builds on (None for the first stage and the independent ones)."""
+    """The stage whose winner ``name`` builds on: the previous NONA stage, or a stage's ``builds_on``.
+
+    None for the first NONA stage and for the independent ones.
+    """
+    stage = next((s for s in plan if s.name == name), None)
+    if stage is not None and stage.builds_on is not None:
+        return get_stage(plan, stage.builds_on)
     serial = [s for s in plan if s.serial]
     names = [s.name for s in serial]
     if name not in names or names.index(name) == 0:
@@ -440,7 +462,7 @@ def collect_ablation(
                     "reused": "reused_from" in record,
                     **{
                         k: record["head_config"].get(k)
-                        for k in ("head", "similarity", "softstep", "batch_size", "embed_dim")
+                        for k in ("head", "similarity", "softstep", "batch_size", "embed_dim", "projector")
                     },
                 }
             )
