@@ -370,8 +370,10 @@ rule statistics_build:
     log:
         f"{BUILD}/logs/statistics-build.log",
     params:
+        # Results publishes this table's CD diagram (cd-diagram-<profile>): shown here, not drawn twice.
         command=lambda wc, input, output: notebook_command(input[0], output[0], {"results": f"{BUILD}/results/{PROFILE}/table1.csv",
-                                                            "n_splits": len(SETTINGS["finetune"]["seeds"])},
+                                                            "n_splits": len(SETTINGS["finetune"]["seeds"]),
+                                                            "shown_cd_figure": f"cd-diagram-{PROFILE}"},
                                                            title="Statistics of this build's results"),
     shell:
         JOB

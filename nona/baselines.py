@@ -1,6 +1,6 @@
 """Two-stage baselines on final embeddings: NNK regression, k-NN test-time interpolation, k-NN loss weights.
 
-* **NNK regression** (Shekkizhar & Ortega, ICASSP 2020; seed 002). For a query
+* **NNK regression** (Shekkizhar & Ortega, ICASSP 2020). For a query
   q and its k nearest training neighbours S, with the cosine kernel shifted to
   [0, 1], ``K(u, v) = (1 + cos(u, v)) / 2``, solve the non-negative kernel
   regression
@@ -16,10 +16,10 @@
   collinear (a cosine Gram matrix of k > d + 1 points is singular). NNK keeps a
   neighbour only if it adds a new direction, so it is sparser than k-NN and
   less sensitive to k; k is still tuned on the validation split.
-* **k-NN test-time interpolation** (Jia et al. 2021; seed 003, for
-  regression): ``y = lam * y_head + (1 - lam) * y_knn``, lam tuned on the
-  validation split.
-* **k-NN-guided loss weights** (Jia et al. 2021; seed 003, for regression):
+* **k-NN test-time interpolation** (Jia et al. 2021, "Rethinking Nearest
+  Neighbors for Visual Classification", here for regression):
+  ``y = lam * y_head + (1 - lam) * y_knn``, lam tuned on the validation split.
+* **k-NN-guided loss weights** (Jia et al. 2021, here for regression):
   training examples that a leave-one-out k-NN on the frozen input features
   predicts badly get more weight in :func:`nona.train.fit`.
 

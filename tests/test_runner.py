@@ -95,6 +95,26 @@ def test_publish_figure_writes_every_format_and_a_sidecar(tmp_path, monkeypatch)
         publish_figure(fig, "Demo Line", caption="x")
 
 
+def test_a_published_figure_shown_again_is_the_same_copy_without_a_second_label(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    import nona.paper.figures
+    from nona.paper.figures import show_published
+
+    monkeypatch.setattr(nona.paper.figures, "FIGURE_DIR", tmp_path)
+    monkeypatch.setenv("NONA_NOTEBOOK", "results")
+    with pytest.raises(FileNotFoundError, match="not published yet"):
+        show_published("demo-line")
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    publish_figure(fig, "demo-line", caption="A falling line.")
+    files = sorted(p.name for p in tmp_path.iterdir())
+    again = show_published("demo-line")._repr_markdown_()
+    assert sorted(p.name for p in tmp_path.iterdir()) == files  # nothing written
+    assert ":name:" not in again  # one target per figure on the site
+    assert "A falling line." in again and "made by <code>results</code>" in again
+
+
 def test_every_notebook_source_has_a_paired_ipynb_in_sync():
     sources = sorted(NOTEBOOKS.glob("*.md"))
     sources = [s for s in sources if s.name != "README.md"]

@@ -71,10 +71,13 @@ def bibtex_entry(record: dict, site_title: str = "NONA companion") -> str:
 class FigureOutput:
     """Notebook display of a published figure, rendered by MyST as a numbered figure with downloads."""
 
-    def __init__(self, fig_id: str, caption: str, record: dict) -> None:
+    def __init__(self, fig_id: str, caption: str, record: dict, labelled: bool = True) -> None:
         self.fig_id = fig_id
         self.caption = caption
         self.record = record
+        # Only the page that published a figure names it: a second page showing it must not
+        # define the same target again.
+        self.labelled = labelled
 
     def _repr_markdown_(self) -> str:
         # Executed notebooks live in build/executed/, figures in build/site/figures/;
@@ -83,7 +86,9 @@ class FigureOutput:
         links = " · ".join(f'<a href="../../figures/{self.fig_id}.{ext}" download>{ext.upper()}</a>' for ext in FORMATS)
         made_by = self.record.get("notebook") or "an interactive session"
         return (
-            f"```{{figure}} {image}\n:name: fig-{self.fig_id}\n:alt: {self.caption}\n\n"
+            f"```{{figure}} {image}\n"
+            + (f":name: fig-{self.fig_id}\n" if self.labelled else "")
+            + f":alt: {self.caption}\n\n"
             f"{self.caption}\n\n"
             f'<span class="nona-figure-meta">Download: {links} · made by <code>{made_by}</code> '
             f"at commit <code>{self.record['commit'][:12]}</code></span>\n```\n\n"
@@ -117,6 +122,23 @@ def publish_figure(fig: matplotlib.figure.Figure, fig_id: str, caption: str) -> 
 
     plt.close(fig)
     return FigureOutput(fig_id, caption, record)
+
+
+def show_published(fig_id: str) -> FigureOutput:
+    """The display of a figure that another page already published, read from its sidecar.
+
+    For a page that shows the same figure again: the gallery keeps one copy, and the figure
+    still downloads and cites as the one its own page made.
+    """
+    import json
+
+    sidecar = FIGURE_DIR / f"{fig_id}.json"
+    if not sidecar.is_file():
+        raise FileNotFoundError(
+            f"figure {fig_id!r} is not published yet ({sidecar.name} is missing); run its page first"
+        )
+    record = json.loads(sidecar.read_text())
+    return FigureOutput(fig_id, record["caption"], record, labelled=False)
 
 
 def published_figures(directory: Path | None = None) -> list[dict]:

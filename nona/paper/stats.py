@@ -374,7 +374,9 @@ def _draw_cd(
     row = max(0.27, 1.7 * fontsize / 72.0)
     left_text = max(_text_width_inches(labels[m], fontsize) for m in left)
     right_text = max((_text_width_inches(labels[m], fontsize) for m in right), default=0.0)
-    axis_width = max(3.0, 0.75 * (k - 1))
+    # 0.75 in per rank, but at most 4 in: with many methods the labels take the width, and a
+    # wider axis would only shrink every label when the page scales the figure to its column.
+    axis_width = min(max(3.0, 0.75 * (k - 1)), 4.0)
     scale = axis_width / (k - 1)
     x0 = pad + left_text + gap + stub
 

@@ -1,4 +1,4 @@
-"""Models of the synthetic-surfaces figure (paper 000, Figure 3) that the training module does not build itself."""
+"""Models of the synthetic-surfaces figure (the NONA paper's Figure 3) that the training module does not build."""
 
 from __future__ import annotations
 

@@ -18,6 +18,14 @@ def mean_std(mean: float, std: float, scale: float = MSE_SCALE, bold: bool = Fal
     return f"**{text}**" if bold else text
 
 
+def significant(value: float, digits: int = 3) -> str:
+    """``value`` to ``digits`` significant figures as the paper prints them: 28.0, 0.435, 303 (no exponent)."""
+    import numpy as np
+
+    text = np.format_float_positional(float(value), precision=digits, unique=False, fractional=False, trim="k")
+    return text.rstrip(".")
+
+
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A Markdown table from a header and rows (cells are converted with ``str``)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
