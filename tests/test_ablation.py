@@ -6,6 +6,7 @@ Winners are chosen on validation only, with deterministic ties.
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -19,6 +20,7 @@ from nona.pipeline.ablation import (
     candidate_config,
     candidate_record_path,
     collect_ablation,
+    difference_spread,
     get_stage,
     main,
     previous_stage,
@@ -143,6 +145,10 @@ def test_the_winners_margin_and_the_seed_spread_are_recorded():
         [record(label, 0, v, 1.0) for label, v in (("25", 1.0), ("50", 2.0), ("100", 3.0))], stage, [0]
     )
     assert one_seed["margin"] == pytest.approx(1.0) and one_seed["spread"] is None and one_seed["within_noise"] is False
+    # The spread is the standard error of the difference, also used for the extensions' notes.
+    a, b = {"val_std": 0.3, "n_seeds": 3}, {"val_std": 0.4, "n_seeds": 3}
+    assert difference_spread(a, b) == pytest.approx(math.sqrt((0.09 + 0.16) / 3))
+    assert difference_spread(a, {"val_std": 0.4, "n_seeds": 1}) is None
 
 
 def test_an_extension_is_shown_but_never_selected():

@@ -1,6 +1,6 @@
 """The book's number formatting (nona.paper.tables)."""
 
-from nona.paper.tables import markdown_table, mean_std, significant
+from nona.paper.tables import markdown_table, mean_std, settings_text, significant
 
 
 def test_significant_keeps_three_figures_as_the_paper_prints_them():
@@ -28,3 +28,8 @@ def test_markdown_table_has_a_header_rule_and_one_line_per_row():
         "| 1 | 2 |",
         "| x | None |",
     ]
+
+
+def test_settings_text_names_each_setting_with_its_value():
+    assert settings_text({"n_neighbors": 7, "p": 1, "weights": "uniform"}) == "n neighbors 7, p 1, weights uniform"
+    assert settings_text({}) == ""

@@ -26,6 +26,11 @@ def significant(value: float, digits: int = 3) -> str:
     return text.rstrip(".")
 
 
+def settings_text(settings: dict) -> str:
+    """Chosen settings as words for a page: ``{"n_neighbors": 7, "p": 1}`` -> ``"n neighbors 7, p 1"``."""
+    return ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in settings.items())
+
+
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A Markdown table from a header and rows (cells are converted with ``str``)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -213,6 +213,16 @@ def candidate_config(plan: list[Stage], stage_name: str, label: str, root: str |
     return {**base, **stage.candidates[label]}
 
 
+def difference_spread(a: dict, b: dict) -> float | None:
+    """Standard error of the difference of two candidates' mean validation MSEs (SPREAD_RULE).
+
+    ``a`` and ``b`` are stage rows (``val_std``, ``n_seeds``); None when either has one seed.
+    """
+    if min(a["n_seeds"], b["n_seeds"]) < 2:
+        return None
+    return math.sqrt(a["val_std"] ** 2 / a["n_seeds"] + b["val_std"] ** 2 / b["n_seeds"])
+
+
 def noise_check(table: list[dict], winner: str, tied: list[str] | None = None) -> dict[str, Any]:
     """The winner's margin over the runner-up and whether it lies within the seed noise.
 
@@ -237,11 +247,7 @@ def noise_check(table: list[dict], winner: str, tied: list[str] | None = None) -
     ).chosen
     runner = rows[runner_label]
     margin = runner["val_mean"] - rows[winner]["val_mean"]
-    spread = None
-    if min(rows[winner]["n_seeds"], runner["n_seeds"]) >= 2:
-        spread = math.sqrt(
-            rows[winner]["val_std"] ** 2 / rows[winner]["n_seeds"] + runner["val_std"] ** 2 / runner["n_seeds"]
-        )
+    spread = difference_spread(rows[winner], runner)
     within = len(tied or [winner]) > 1 or (spread is not None and margin < spread)
     return {
         "runner_up": runner["label"],
