@@ -107,11 +107,13 @@ rule notebook:
 # they start only once it is selected. The main comparison then uses the
 # selected configuration (selected.json) on every dataset of the profile.
 from nona.pipeline.ablation import ablation_plan, candidate_record_path, get_stage, paper_choice_stage, previous_stage, selected_path, winner_path
-from nona.pipeline.experiment import ARMS, FROZEN_COMPARISON_ARMS
+from nona.pipeline.experiment import ARMS, FROZEN_COMPARISON_ARMS, effective_trainable_layers
 
 ABLATION = SETTINGS["ablation"]
 # The training settings every run of this profile shares (the seeds are per job).
-FINETUNE_SETTINGS = {k: v for k, v in SETTINGS["finetune"].items() if k not in ("seeds", "frozen_comparison")}
+# Settings about how the jobs are laid out, not about training: the Snakefile's own.
+JOB_LAYOUT_SETTINGS = ("seeds", "frozen_comparison", "own_job_arms")
+FINETUNE_SETTINGS = {k: v for k, v in SETTINGS["finetune"].items() if k not in JOB_LAYOUT_SETTINGS}
 # Per-dataset changes to the fine-tuning settings (e.g. which datasets fine-tune a backbone block).
 FINETUNE_OVERRIDES = SETTINGS.get("finetune_overrides") or {}
 unknown_overrides = sorted(set(FINETUNE_OVERRIDES) - set(DATASETS))
@@ -126,6 +128,31 @@ def dataset_settings(dataset):
 
 def frozen_comparison(dataset):
     return bool(dataset_settings(dataset).get("frozen_comparison", False))
+
+
+def training_settings(dataset):
+    """The settings one dataset's runs train with (what the jobs and the notebook receive)."""
+    return {k: v for k, v in dataset_settings(dataset).items() if k not in JOB_LAYOUT_SETTINGS}
+
+
+def job_groups(dataset):
+    """The jobs of one (dataset, seed): group name -> (arms, whether it also trains the frozen comparison).
+
+    An arm in ``own_job_arms`` that fine-tunes a backbone block trains in a job of its own (the
+    long runs: on 2 cores two of them then run side by side instead of queueing behind one job
+    that trains every arm); the other arms and the frozen comparison share one job ("rest").
+    Without ``own_job_arms`` (the paper profile) every arm of a seed trains in one job ("all").
+    """
+    settings = dataset_settings(dataset)
+    finetunes = effective_trainable_layers(dataset, settings.get("trainable_layers", 0)) != 0
+    tuned = settings.get("trainable_arms") or list(ARMS)
+    own = [arm for arm in settings.get("own_job_arms") or [] if finetunes and arm in tuned] if finetunes else []
+    unknown = sorted(set(settings.get("own_job_arms") or []) - set(ARMS))
+    if unknown:
+        raise ValueError(f"own_job_arms names unknown arms {unknown}; valid values are: {', '.join(ARMS)}")
+    groups = {arm: ([arm], False) for arm in own}
+    groups["rest" if own else "all"] = ([arm for arm in ARMS if arm not in own], frozen_comparison(dataset))
+    return groups
 RUNS_DIR = f"{BUILD}/runs/{PROFILE}"
 # The paper's two heads trained again on frozen features (trainable_layers=0, same seeds): what fine-tuning adds.
 FROZEN_COMPARISON = bool(SETTINGS["finetune"].get("frozen_comparison", False))
@@ -170,7 +197,11 @@ def stage_of(record):
     return os.path.basename(os.path.dirname(os.path.dirname(record)))
 
 
+# Priorities: the ablation's serial stages, then the dense grid, then the jobs that fine-tune
+# (see below) are the critical path of a build; the once-per-profile notebooks (priority 0)
+# fill the cores around them.
 rule ablation_features:
+    priority: 50
     output:
         f"{ABLATION_ROOT}/features.pt",
     log:
@@ -195,6 +226,7 @@ for _stage in [*ABLATION_PLAN, paper_choice_stage()]:
             f"{BUILD}/logs/ablation/{_stage.name}-seed{{seed}}.log",
         wildcard_constraints:
             seed=r"\d+",
+        priority: 50 if _stage.serial else 45 if _stage.name == "dense-grid" else 10
         resources:
             gpu=1,
         params:
@@ -204,6 +236,7 @@ for _stage in [*ABLATION_PLAN, paper_choice_stage()]:
 
 
 rule ablation_select:
+    priority: 50
     input:
         lambda wc: ablation_records(wc.stage),
     output:
@@ -220,6 +253,7 @@ rule ablation_select:
 
 
 rule ablation_selected:
+    priority: 50
     input:
         winner(LAST_NONA_STAGE),
         winner("dense-grid"),
@@ -261,8 +295,8 @@ def finetune_parameters(dataset):
     return {"dataset": dataset, "profile": PROFILE, "ablation": SELECTED, "runs_dir": f"{RUNS_DIR}/{dataset}",
             "frozen_runs_dir": f"{FROZEN_RUNS_DIR}/{dataset}" if frozen_comparison(dataset) else "",
             # What the jobs ran (TrainConfig's defaults where the profile is silent), so the notebook trains nothing again.
-            "trainable_layers": 0, "trainable_arms": list(ARMS), **dataset_settings(dataset),
-            "frozen_comparison": frozen_comparison(dataset)}
+            "trainable_layers": 0, "trainable_arms": list(ARMS), **training_settings(dataset),
+            "seeds": SETTINGS["finetune"]["seeds"], "frozen_comparison": frozen_comparison(dataset)}
 
 
 def run_records(dataset, seed, frozen=False):
@@ -278,11 +312,26 @@ def dataset_of(record):
     return os.path.basename(os.path.dirname(os.path.dirname(record)))
 
 
-def finetune_run_arguments(dataset, seed, selected):
+def group_records(dataset, group, seed):
+    """The records the job of one (dataset, group, seed) writes."""
+    arms, frozen = job_groups(dataset)[group]
+    records = [f"{RUNS_DIR}/{dataset}/{arm}/seed{seed}.json" for arm in arms]
+    return records + ([f"{FROZEN_RUNS_DIR}/{dataset}/{arm}/seed{seed}.json" for arm in FROZEN_COMPARISON_ARMS] if frozen else [])
+
+
+def group_of(record):
+    """The job group of a run record path: the one whose first record is in the same arm folder."""
+    dataset, arm = dataset_of(record), os.path.basename(os.path.dirname(record))
+    folder = os.path.dirname(os.path.dirname(record))
+    return next(g for g, (arms, _) in job_groups(dataset).items() if folder == f"{RUNS_DIR}/{dataset}" and arm == arms[0])
+
+
+def finetune_run_arguments(dataset, group, seed, selected):
+    arms, frozen = job_groups(dataset)[group]
     arguments = ["nona.pipeline.experiment", "--dataset", dataset, "--profile", PROFILE, "--seed", seed,
-                 "--out-dir", f"{RUNS_DIR}/{dataset}", "--ablation", selected, "--settings-json",
-                 as_json({k: v for k, v in dataset_settings(dataset).items() if k not in ("seeds", "frozen_comparison")})]
-    return arguments + (["--frozen-dir", f"{FROZEN_RUNS_DIR}/{dataset}"] if frozen_comparison(dataset) else [])
+                 "--out-dir", f"{RUNS_DIR}/{dataset}", "--ablation", selected, "--arms", *arms,
+                 "--settings-json", as_json({k: v for k, v in training_settings(dataset).items() if k != "seeds"})]
+    return arguments + (["--frozen-dir", f"{FROZEN_RUNS_DIR}/{dataset}"] if frozen else [])
 
 
 # One job per (dataset, seed) trains every arm of the experiment on that split (with a GPU in the paper
@@ -290,25 +339,29 @@ def finetune_run_arguments(dataset, seed, selected):
 # outputs are the run records. The per-dataset notebook then only tabulates and plots them.
 # One rule per dataset: whether a dataset also trains the frozen-backbone comparison (and so
 # which records its jobs write) is a per-dataset setting, and a rule's outputs are fixed patterns.
+# With own_job_arms, the arms that fine-tune train in jobs of their own (see job_groups). Jobs
+# that fine-tune run first: with the ablation's serial stages they are the build's critical path.
 for _dataset in DATASETS:
-    rule:
-        name:
-            f"finetune_runs_{_dataset.replace('-', '_')}"
-        input:
-            SELECTED,
-        output:
-            run_records(_dataset, "{seed}", frozen=True),
-        log:
-            f"{BUILD}/logs/runs/{_dataset}-seed{{seed}}.log",
-        wildcard_constraints:
-            seed=r"\d+",
-        resources:
-            gpu=1,
-        params:
-            command=lambda wc, input, output: python_command(
-                finetune_run_arguments(dataset_of(output[0]), wc.seed, input[0])),
-        shell:
-            JOB
+    for _group, (_arms, _frozen) in job_groups(_dataset).items():
+        rule:
+            name:
+                f"finetune_runs_{_dataset.replace('-', '_')}" + ("" if _group == "all" else f"_{_group.replace('-', '_')}")
+            input:
+                SELECTED,
+            output:
+                group_records(_dataset, _group, "{seed}"),
+            log:
+                f"{BUILD}/logs/runs/{_dataset}" + ("" if _group == "all" else f"-{_group}") + "-seed{seed}.log",
+            wildcard_constraints:
+                seed=r"\d+",
+            priority: 20 if _group in ("all", "rest") else 30
+            resources:
+                gpu=1,
+            params:
+                command=lambda wc, input, output: python_command(
+                    finetune_run_arguments(dataset_of(output[0]), group_of(output[0]), wc.seed, input[0])),
+            shell:
+                JOB
 
 
 rule finetune:

@@ -9,8 +9,16 @@ import torch
 from torch import Tensor, nn
 
 from nona.inference import predict_no_grad
-from nona.similarity import OwnColumns, check_similarity_kind, own_values, put_own, similarity
-from nona.softstep import SoftStep
+from nona.similarity import (
+    OwnColumns,
+    check_similarity_kind,
+    distances_backward,
+    distances_forward,
+    own_values,
+    put_own,
+    similarity,
+)
+from nona.softstep import SoftStep, s2_shift_backward, s2_shift_forward
 
 # Number of (rows x N) temporaries alive at once in one chunk of the forward
 # pass (similarity, mask, weights and their autograd buffers); sets chunk size.
@@ -22,13 +30,20 @@ class SelfNeighbourWarning(UserWarning):
     """A training call whose neighbour set is the query batch itself, without ``exclude_self=True``."""
 
 
-def _check_finite(name: str, tensor: Tensor) -> None:
-    # One reduction in the common case: a finite sum means finite entries; an
-    # infinite or NaN sum may still be an overflow of finite entries, so check those.
-    if math.isfinite(tensor.sum().item()) or torch.isfinite(tensor).all():
+def _check_finite(*named: tuple[str, Tensor]) -> None:
+    """Raise ValueError naming the first of the ``(name, tensor)`` pairs that holds a NaN or inf."""
+    # One reduction per tensor and a single sync in the common case: a finite total
+    # means finite entries; an infinite or NaN total may still be an overflow of
+    # finite entries (or inf - inf across tensors), so check each tensor then.
+    total = None
+    for _, tensor in named:
+        total = tensor.sum() if total is None else total + tensor.sum()
+    if total is None or math.isfinite(total.item()):
         return
-    bad = (~torch.isfinite(tensor)).nonzero()[:5].tolist()
-    raise ValueError(f"{name} contains NaN or inf (first offending indices: {bad}); clean the input first")
+    for name, tensor in named:
+        if not torch.isfinite(tensor).all():
+            bad = (~torch.isfinite(tensor)).nonzero()[:5].tolist()
+            raise ValueError(f"{name} contains NaN or inf (first offending indices: {bad}); clean the input first")
 
 
 def _same_points(z: Tensor, z_n: Tensor) -> bool:
@@ -53,6 +68,48 @@ def warn_if_self_neighbours(z: Tensor, z_n: Tensor, exclude_self: bool) -> None:
         )
 
 
+def attend_forward(
+    logits: Tensor, y: Tensor, own: OwnColumns | None, owned: bool = False
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """``softmax(logits) @ y`` with each row's own column left out, and what :func:`attend_backward` needs.
+
+    ``owned``: the caller owns ``logits`` (no autograd node saved it), whose own
+    entries may then be overwritten with ``-inf`` rather than restored afterwards.
+    """
+    if own is None:
+        weights = torch.sub(logits, logits.amax(dim=1, keepdim=True)).exp_()
+    elif owned:
+        raw = put_own(logits.data, own, float("-inf"))
+        weights = torch.sub(raw, raw.amax(dim=1, keepdim=True)).exp_()
+    else:
+        # The own entries are set to -inf for the row maximum and the exponential,
+        # then restored: through .data, so that autograd, which may have saved
+        # `logits` for another node, does not see a modification.
+        raw = logits.data
+        saved = own_values(raw, own)
+        put_own(raw, own, float("-inf"))
+        weights = torch.sub(raw, raw.amax(dim=1, keepdim=True)).exp_()
+        put_own(raw, own, saved)
+    # Two matrix-vector passes: a product with the columns [y, 1] is a
+    # two-column gemm, several times slower than both on CPU.
+    total = weights.sum(dim=1)
+    out = (weights @ y).div_(total)
+    return out, (weights, y, out, total)
+
+
+def attend_backward(grad: Tensor, saved: tuple[Tensor, ...], needs: tuple) -> tuple[Tensor | None, Tensor | None]:
+    """Gradients ``(to logits, to y)`` of :func:`attend_forward`; ``needs`` as autograd's needs_input_grad."""
+    weights, y, out, total = saved
+    scaled = grad / total
+    grad_logits = grad_y = None
+    if needs[0]:
+        # w_ij (y_j - out_i) scaled_i, in three elementwise passes (torch.addr is slower).
+        grad_logits = torch.sub(y, out.unsqueeze(1)).mul_(weights).mul_(scaled.unsqueeze(1))
+    if needs[1]:
+        grad_y = scaled @ weights
+    return grad_logits, grad_y
+
+
 class _Attend(torch.autograd.Function):
     """``softmax(logits) @ y`` with each row's own column (``own``) left out, analytic backward.
 
@@ -62,35 +119,52 @@ class _Attend(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: Tensor, y: Tensor, own: OwnColumns | None) -> Tensor:
-        if own is None:
-            weights = torch.sub(logits, logits.amax(dim=1, keepdim=True)).exp_()
-        else:
-            # The own entries are set to -inf for the row maximum and the exponential,
-            # then restored: through .data, so that autograd, which may have saved
-            # `logits` for another node, does not see a modification.
-            raw = logits.data
-            saved = own_values(raw, own)
-            put_own(raw, own, float("-inf"))
-            weights = torch.sub(raw, raw.amax(dim=1, keepdim=True)).exp_()
-            put_own(raw, own, saved)
-        # Two matrix-vector passes: a product with the columns [y, 1] is a
-        # two-column gemm, several times slower than both on CPU.
-        total = weights.sum(dim=1)
-        out = (weights @ y).div_(total)
-        ctx.save_for_backward(weights, y, out, total)
+        out, saved = attend_forward(logits, y, own)
+        ctx.save_for_backward(*saved)
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        weights, y, out, total = ctx.saved_tensors
-        scaled = grad / total
-        grad_logits = grad_y = None
-        if ctx.needs_input_grad[0]:
-            # w_ij (y_j - out_i) scaled_i, in three elementwise passes (torch.addr is slower).
-            grad_logits = torch.sub(y.unsqueeze(0), out.unsqueeze(1)).mul_(weights).mul_(scaled.unsqueeze(1))
-        if ctx.needs_input_grad[1]:
-            grad_y = scaled @ weights
-        return grad_logits, grad_y, None
+        return (*attend_backward(grad, ctx.saved_tensors, ctx.needs_input_grad), None)
+
+
+class _SelfAttend(torch.autograd.Function):
+    """The training prediction of an ``l2`` head, with or without an S2 SoftStep, in one node.
+
+    The batch ``z`` is its own neighbour set (``exclude_self``) and is one
+    chunk. The same arithmetic as :class:`~nona.similarity._Distances`, then
+    :class:`~nona.softstep._S2Shift` (when ``b`` and ``t`` are given), then
+    :class:`_Attend`, so the same values, with fewer kernels and autograd nodes
+    in between: the similarity matrix is this node's own, so its own entries
+    are written ``-inf`` once instead of saved and restored.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, y: Tensor, b: Tensor | None, t: Tensor | None) -> Tensor:
+        s2 = b is not None
+        # Without SoftStep the diagonal can be -inf at once: nothing normalises over it.
+        sim, distances = distances_forward(z, z, 0, True, own_value=0.0 if s2 else float("-inf"))
+        shift = ()
+        if s2:
+            sim, shift = s2_shift_forward(sim, b, t)
+        out, attend = attend_forward(sim, y, 0 if s2 else None, owned=True)
+        ctx.sizes = (len(distances), len(shift))
+        ctx.save_for_backward(*distances, *shift, *attend)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        saved = ctx.saved_tensors
+        n_distances, n_shift = ctx.sizes
+        distances, shift = saved[:n_distances], saved[n_distances : n_distances + n_shift]
+        needs_z, needs_y, needs_b, needs_t = ctx.needs_input_grad
+        needs_sim = needs_z or needs_b or needs_t
+        grad_sim, grad_y = attend_backward(grad, saved[n_distances + n_shift :], (needs_sim, needs_y))
+        grad_b = grad_t = None
+        if shift:
+            grad_sim, grad_b, grad_t = s2_shift_backward(grad_sim, shift, (needs_z, needs_b, needs_t))
+        grad_z = distances_backward(grad_sim, distances, 0, True, (True, True))[0] if needs_z else None
+        return grad_z, grad_y, grad_b, grad_t
 
 
 class NONA(nn.Module):
@@ -166,10 +240,7 @@ class NONA(nn.Module):
                 raise ValueError(
                     "exclude_self=True with a single point leaves it no neighbour; use a batch of 2 or more"
                 )
-        _check_finite("z", z)
-        if z_n is not z:
-            _check_finite("z_n", z_n)
-        _check_finite("y_n", y_n)
+        _check_finite(("z", z), ("y_n", y_n)) if z_n is z else _check_finite(("z", z), ("z_n", z_n), ("y_n", y_n))
         warn_if_self_neighbours(z, z_n, exclude_self)
 
     def scores(self, z: Tensor, z_n: Tensor, self_index: Tensor | int | None = None) -> Tensor:
@@ -246,10 +317,16 @@ class NONA(nn.Module):
             is False: each point would see its own label.
         """
         self._validate(z, z_n, y_n, exclude_self)
-        y_n = y_n.to(z.dtype)
+        if y_n.dtype != z.dtype:
+            y_n = y_n.to(z.dtype)
         if not exclude_self and not torch.is_grad_enabled():
             return predict_no_grad(self, z, z_n, y_n)
         step = self.rows_per_chunk(z_n.shape[0], z.element_size())
+        if exclude_self and z_n is z and step >= z.shape[0] and self.similarity == "l2":
+            if self.softstep is None:
+                return _SelfAttend.apply(z, y_n, None, None)
+            if self.softstep.fn == "s2":
+                return _SelfAttend.apply(z, y_n, *self.softstep.s2_parameters(z))
         outputs = []
         for start in range(0, z.shape[0], step):
             # A single chunk is z itself: slicing would add a node to the backward pass.

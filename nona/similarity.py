@@ -58,11 +58,87 @@ def _rows_times_matrix(weights: Tensor, points: Tensor, transpose: bool) -> Tens
     return (points.T @ (weights if transpose else weights.T)).T
 
 
+# Up to this many rows, _both_roles symmetrises the weights first: fewer kernels,
+# where dispatch dominates; above it the transposed addition is the slower part.
+_SYMMETRISE_ROWS = 192
+
+
 def _both_roles(weights: Tensor, zc: Tensor) -> Tensor:
     # sum_j W_ij (z_i - z_j) + sum_j W_ji (z_i - z_j), for z_n = z.
+    if weights.shape[0] <= _SYMMETRISE_ROWS:
+        # = sum_j S_ij (z_i - z_j) with S = W + W^T: one product, fused with the subtraction.
+        both = weights + weights.T
+        return torch.addmm(both.sum(dim=1, keepdim=True) * zc, both, zc, alpha=-1)
     rows_and_columns = weights.sum(dim=1, keepdim=True) + weights.sum(dim=0).unsqueeze(1)
     products = _rows_times_matrix(weights, zc, transpose=False) + _rows_times_matrix(weights, zc, transpose=True)
     return products.neg_().addcmul_(rows_and_columns, zc)
+
+
+def distances_forward(
+    z: Tensor, z_n: Tensor, own: OwnColumns | None, root: bool, own_value: float = 0.0
+) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor | None]]:
+    """The forward pass of :class:`_Distances`: the ``(b, N)`` matrix and the tensors its backward pass needs.
+
+    ``own_value`` is written at the own entries (0, the exact self-distance; a
+    caller that owns the result may ask for ``-inf`` directly).
+    """
+    # Centring on the neighbours' mean is exact (distances are translation
+    # invariant) and shrinks the cancellation error of the matmul expansion.
+    centre = z_n.mean(dim=0, keepdim=True)
+    zc = z - centre
+    same = z_n is z
+    znc = zc if same else z_n - centre
+    ones = torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)
+    ones_n = ones if same else torch.ones(z_n.shape[0], 1, dtype=z.dtype, device=z.device)
+    sq = (zc * zc).sum(dim=1, keepdim=True)
+    sq_n = sq if same else (znc * znc).sum(dim=1, keepdim=True)
+    # One product [-2 z, |z|^2, 1] [z_n, 1, |z_n|^2]^T writes |z - z_n|^2 in a single pass.
+    out = torch.mm(torch.cat([zc * -2.0, sq, ones], dim=1), torch.cat([znc, ones_n, sq_n], dim=1).T)
+    floor = _squared_floor(out.dtype) if root else 0.0
+    out.clamp_min_(floor)
+    slope = None
+    if root:
+        if own is not None:
+            # A placeholder: the own entries are not floored distances, and rsqrt(inf)
+            # gives them a zero slope (no gradient) without a second write.
+            put_own(out, own, float("inf"))
+        floored = out <= floor if out.amin().item() <= floor else None
+        # dsim/dD = -1/(2 sqrt(D)): kept for the backward pass, and sim = D * slope
+        # is one multiplication where sqrt then neg would be a slower root and a pass.
+        slope = out.rsqrt().neg_()
+        out.mul_(slope)
+        if floored is not None:
+            slope.masked_fill_(floored, 0.0)
+    if own is not None:
+        put_own(out, own, own_value)
+    return out, (zc, znc, slope)
+
+
+def distances_backward(
+    grad: Tensor, saved: tuple[Tensor, Tensor, Tensor | None], own: OwnColumns | None, both: bool, needs: tuple
+) -> tuple[Tensor | None, Tensor | None]:
+    """Gradients ``(to z, to z_n)`` of :func:`distances_forward` from the gradient to its output.
+
+    ``both``: z is z_n and both need a gradient, returned summed as the first
+    (the second is then None); ``needs``: which of the two need one.
+    """
+    zc, znc, slope = saved
+    # weights = 2 dL/dD: the factor 2 of dD/dz = 2 (z_i - z_n_j) is folded in.
+    if slope is not None:
+        weights = grad * slope
+    else:
+        weights = grad * 2.0
+        if own is not None:
+            put_own(weights, own, 0.0)
+    if both:
+        # z is z_n: one gradient with both roles summed, none for the second argument.
+        return _both_roles(weights, zc), None
+    grad_z = grad_zn = None
+    if needs[0]:
+        grad_z = weights.sum(dim=1, keepdim=True) * zc - _rows_times_matrix(weights, znc, transpose=False)
+    if needs[1]:
+        grad_zn = weights.sum(dim=0).unsqueeze(1) * znc - _rows_times_matrix(weights, zc, transpose=True)
+    return grad_z, grad_zn
 
 
 class _Distances(torch.autograd.Function):
@@ -74,59 +150,17 @@ class _Distances(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: Tensor, z_n: Tensor, own: OwnColumns | None, root: bool) -> Tensor:
-        # Centring on the neighbours' mean is exact (distances are translation
-        # invariant) and shrinks the cancellation error of the matmul expansion.
-        centre = z_n.mean(dim=0, keepdim=True)
-        zc = z - centre
-        same = z_n is z
-        znc = zc if same else z_n - centre
-        ones = torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)
-        ones_n = ones if same else torch.ones(z_n.shape[0], 1, dtype=z.dtype, device=z.device)
-        sq = (zc * zc).sum(dim=1, keepdim=True)
-        sq_n = sq if same else (znc * znc).sum(dim=1, keepdim=True)
-        # One product [-2 z, |z|^2, 1] [z_n, 1, |z_n|^2]^T writes |z - z_n|^2 in a single pass.
-        out = torch.mm(torch.cat([zc * -2.0, sq, ones], dim=1), torch.cat([znc, ones_n, sq_n], dim=1).T)
-        floor = _squared_floor(out.dtype) if root else 0.0
-        out.clamp_min_(floor)
-        slope = None
-        if root:
-            if own is not None:
-                put_own(out, own, 1.0)  # a placeholder: the own entries are not floored distances
-            floored = out <= floor if out.amin().item() <= floor else None
-            # dsim/dD = -1/(2 sqrt(D)): kept for the backward pass, and sim = D * slope
-            # is one multiplication where sqrt then neg would be a slower root and a pass.
-            slope = out.rsqrt().neg_()
-            out.mul_(slope)
-            if floored is not None:
-                slope.masked_fill_(floored, 0.0)
-            if own is not None:
-                put_own(slope, own, 0.0)
-        if own is not None:
-            put_own(out, own, 0.0)
-        ctx.root = root
+        out, saved = distances_forward(z, z_n, own, root)
         ctx.own = own
-        ctx.same = same
-        ctx.save_for_backward(zc, znc, slope)
+        ctx.same = z_n is z
+        ctx.save_for_backward(*saved)
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        zc, znc, slope = ctx.saved_tensors
-        # weights = 2 dL/dD: the factor 2 of dD/dz = 2 (z_i - z_n_j) is folded in.
-        if ctx.root:
-            weights = grad * slope
-        else:
-            weights = grad * 2.0
-            if ctx.own is not None:
-                put_own(weights, ctx.own, 0.0)
-        if ctx.same and all(ctx.needs_input_grad[:2]):
-            # z is z_n: one gradient with both roles summed, none for the second argument.
-            return _both_roles(weights, zc), None, None, None
-        grad_z = grad_zn = None
-        if ctx.needs_input_grad[0]:
-            grad_z = weights.sum(dim=1, keepdim=True) * zc - _rows_times_matrix(weights, znc, transpose=False)
-        if ctx.needs_input_grad[1]:
-            grad_zn = weights.sum(dim=0).unsqueeze(1) * znc - _rows_times_matrix(weights, zc, transpose=True)
+        saved = ctx.saved_tensors
+        both = ctx.same and all(ctx.needs_input_grad[:2])
+        grad_z, grad_zn = distances_backward(grad, saved, ctx.own, both, ctx.needs_input_grad)
         return grad_z, grad_zn, None, None
 
 

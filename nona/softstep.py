@@ -156,6 +156,45 @@ def minmax_normalise(sim: Tensor, self_index: Tensor | None = None) -> Tensor:
     return x.masked_fill_(flat, 1.0) if bool(flat.any()) else x
 
 
+def s2_shift_forward(sim: Tensor, b: Tensor, t: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """The forward pass of :class:`_S2Shift`: ``sim + log S2(minmax(sim))`` and what its backward pass needs."""
+    floor = _s2_floor(sim.dtype)
+    low, low_at = sim.min(dim=1, keepdim=True)
+    high, high_at = sim.max(dim=1, keepdim=True)
+    span = high - low
+    flat = span <= 0
+    if bool(flat.any()):
+        # A flat row has every neighbour equally near, hence all are "the nearest" (x = 1).
+        x = torch.sub(sim, low).div_(torch.where(flat, torch.ones_like(span), span))
+        x.add_(flat.to(x.dtype))
+        inv_span = torch.where(flat, torch.zeros_like(span), span.reciprocal())
+    else:
+        # No flat row (the common case): the same values without the selections.
+        x = torch.sub(sim, low).div_(span)
+        inv_span = span.reciprocal()
+    xs, b_floored, k, log_ratio, value = _log_s2_terms(x.clamp_min_(floor), b, t, floor)
+    return value + sim, (xs, b, b_floored, t, k, log_ratio, value, inv_span, low_at, high_at)
+
+
+def s2_shift_backward(grad: Tensor, saved: tuple[Tensor, ...], needs: tuple) -> tuple[Tensor | None, ...]:
+    """Gradients ``(to sim, to b, to t)`` of :func:`s2_shift_forward`; ``needs`` as autograd's needs_input_grad."""
+    xs, b, b_floored, t, k, log_ratio, value, inv_span, low_at, high_at = saved
+    floor = _s2_floor(xs.dtype)
+    grad_sim = None
+    if needs[0]:
+        # Gradient to x: k (b/x - 1 - log(x/b)), 0 where x >= b (clamped to b) or at the floor.
+        grad_x = torch.div(b_floored, xs).sub_(log_ratio).sub_(1.0).mul_(grad).mul_(k)
+        grad_x.mul_(torch.sub(xs, floor).sign_())
+        # x = (sim - low) / span: dx/dlow = (x - 1) / span, dx/dhigh = -x / span.
+        dot = (grad_x * xs).sum(dim=1, keepdim=True)
+        grad_low = (dot - grad_x.sum(dim=1, keepdim=True)) * inv_span
+        grad_high = -dot * inv_span
+        grad_sim = grad_x.mul_(inv_span).add_(grad)
+        grad_sim.scatter_add_(1, low_at, grad_low).scatter_add_(1, high_at, grad_high)
+    grad_b, grad_t = _s2_parameter_grads(needs, grad, xs, b, b_floored, t, k, log_ratio, value)
+    return grad_sim, grad_b, grad_t
+
+
 class _S2Shift(torch.autograd.Function):
     """``sim + log S2(minmax(sim); b, t)`` in one node, with a hand-written backward pass.
 
@@ -167,37 +206,13 @@ class _S2Shift(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, sim: Tensor, b: Tensor, t: Tensor) -> Tensor:
-        floor = _s2_floor(sim.dtype)
-        low, low_at = sim.min(dim=1, keepdim=True)
-        high, high_at = sim.max(dim=1, keepdim=True)
-        span = high - low
-        flat = span <= 0
-        # A flat row has every neighbour equally near, hence all are "the nearest" (x = 1).
-        x = torch.sub(sim, low).div_(torch.where(flat, torch.ones_like(span), span))
-        if bool(flat.any()):
-            x.add_(flat.to(x.dtype))
-        inv_span = torch.where(flat, torch.zeros_like(span), span.reciprocal())
-        xs, b_floored, k, log_ratio, value = _log_s2_terms(x.clamp_min_(floor), b, t, floor)
-        ctx.save_for_backward(xs, b, b_floored, t, k, log_ratio, value, inv_span, low_at, high_at)
-        return value + sim
+        out, saved = s2_shift_forward(sim, b, t)
+        ctx.save_for_backward(*saved)
+        return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        xs, b, b_floored, t, k, log_ratio, value, inv_span, low_at, high_at = ctx.saved_tensors
-        floor = _s2_floor(xs.dtype)
-        grad_sim = None
-        if ctx.needs_input_grad[0]:
-            # Gradient to x: k (b/x - 1 - log(x/b)), 0 where x >= b (clamped to b) or at the floor.
-            grad_x = torch.div(b_floored, xs).sub_(log_ratio).sub_(1.0).mul_(grad).mul_(k)
-            grad_x.mul_(torch.sub(xs, floor).sign_())
-            # x = (sim - low) / span: dx/dlow = (x - 1) / span, dx/dhigh = -x / span.
-            dot = (grad_x * xs).sum(dim=1, keepdim=True)
-            grad_low = (dot - grad_x.sum(dim=1, keepdim=True)) * inv_span
-            grad_high = -dot * inv_span
-            grad_sim = grad_x.mul_(inv_span).add_(grad)
-            grad_sim.scatter_add_(1, low_at, grad_low).scatter_add_(1, high_at, grad_high)
-        grad_b, grad_t = _s2_parameter_grads(ctx.needs_input_grad, grad, xs, b, b_floored, t, k, log_ratio, value)
-        return grad_sim, grad_b, grad_t
+        return s2_shift_backward(grad, ctx.saved_tensors, ctx.needs_input_grad)
 
 
 def _best_other(x: Tensor, self_index: Tensor) -> Tensor:
@@ -323,6 +338,11 @@ class SoftStep(nn.Module):
         b = a + p[:, 1:2] * (1.0 - a)
         return log_s1(x, a, b, t)
 
+    def s2_parameters(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """S2's ``(b, t)`` for the queries ``z``, each of shape ``(b, 1)`` or ``(1, 1)``, t kept inside (0, 1)."""
+        p = self.parameters_for(z)
+        return p[:, 0:1], p[:, -1:].clamp(T_MARGIN, 1.0 - T_MARGIN)
+
     def _checked(self, parameters: Tensor, rows: int) -> Tensor:
         if parameters.dim() != 2 or parameters.shape[1] != self.n_params or parameters.shape[0] not in (1, rows):
             raise ValueError(
@@ -352,8 +372,7 @@ class SoftStep(nn.Module):
         if isinstance(self_index, int) and self.fn != "s2":
             self_index = torch.arange(self_index, self_index + sim.shape[0], device=sim.device)
         if self.fn == "s2":
-            p = self.parameters_for(z)
-            return _S2Shift.apply(sim, p[:, 0:1], p[:, -1:].clamp(T_MARGIN, 1.0 - T_MARGIN))
+            return _S2Shift.apply(sim, *self.s2_parameters(z))
         return sim + self.log_mask(sim, z, self_index)
 
 

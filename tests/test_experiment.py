@@ -177,6 +177,28 @@ def test_paper_profile_dry_run_lists_one_job_per_dataset_and_seed():
     assert counts["ablation_select"] == 7 and "ablation_features" not in counts
 
 
+def test_quick_profile_trains_each_fine_tuning_arm_in_a_job_of_its_own():
+    done = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--profile", "profiles/quick", "--nolock", "--forceall", "-p"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    commands = [line for line in done.stdout.splitlines() if "nona.pipeline.experiment" in line]
+    digits = [c for c in commands if "--dataset digits-rotation" in c]
+    arms = sorted(c.split("--arms ")[1].split(" --")[0] for c in digits)
+    # digits-rotation fine-tunes EfficientNet-Lite0's top: Dense and NONA alone, the rest together
+    # with the frozen comparison; one job per seed each.
+    assert arms == ["dense"] * 3 + ["nca dknn dense-knnw"] * 3 + ["nona"] * 3
+    assert all(("--frozen-dir" in c) == ("nca" in c) for c in digits)
+    # vader-valence keeps MiniLM frozen: every arm of a seed in one job.
+    vader = [c for c in commands if "--dataset vader-valence" in c]
+    assert len(vader) == 3 and all("--arms dense nona nca dknn dense-knnw " in c for c in vader)
+    assert not any("own_job_arms" in c for c in commands)
+
+
 def test_relative_to_dense_gives_the_papers_median_reduction():
     from nona.paper.reference import paper_table1
     from nona.pipeline.records import relative_to_dense
