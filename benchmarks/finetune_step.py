@@ -23,13 +23,15 @@ import torch
 
 from nona.backbones import get_backbone
 from nona.heads import NONA, DenseHead, Projector
+from nona.softstep import SoftStep
 
 
 def make_step(top: torch.nn.Module, nchw: bool, head: str, batch: int):
     """A closure running one training step of top + projector + head on fixed random maps."""
     torch.manual_seed(0)
     projector = Projector(top.out_dim, 25)
-    model_head = DenseHead(25) if head == "dense" else NONA("l2", softstep="s2-pointwise", dim=25)
+    softstep = SoftStep(fn="s2", params="pointwise", dim=25)
+    model_head = DenseHead(25) if head == "dense" else NONA("l2", softstep=softstep)
     optimiser = torch.optim.Adam(
         [
             {"params": list(top.parameters()), "lr": 1e-4},

@@ -163,8 +163,9 @@ class _EfficientNetTop(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """Pooled features (b, out_dim)."""
         # Channels-last (NHWC) input: oneDNN's depthwise and 1x1 convolutions, forward and
-        # backward, take about 27% less time per fine-tuning step of the last stage on a CPU
-        # (64 x 192 x 2 x 2 cached maps, one thread: 62 -> 45 ms); same values up to rounding.
+        # backward, are faster on it. One fine-tuning step of the last stage on a CPU, one
+        # thread, (b, 192, 2, 2) cached maps: 65 -> 41 ms at b = 64, 307 -> 176 ms at b = 256
+        # (benchmarks/finetune_step.py); same values up to rounding.
         h = h.contiguous(memory_format=torch.channels_last)
         return self.global_pool(self.bn2(self.conv_head(self.stages(h))))
 
