@@ -150,18 +150,23 @@ def test_smoke_profile_runs_every_notebook(smoke_pipeline_build):
     assert notebooks <= {p[: -len(".ipynb")] for p in executed}
 
 
-def test_paper_profile_dry_run_lists_one_job_per_dataset_and_seed():
+def dry_run(profile: str, *options: str) -> str:
+    """What ``snakemake -n`` prints for a profile (it must succeed)."""
     done = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--profile", "profiles/paper", "--nolock", "--quiet", "rules"],
+        [sys.executable, "-m", "snakemake", "-n", "--profile", f"profiles/{profile}", "--nolock", *options],
         cwd=REPO,
         capture_output=True,
         text=True,
         env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_paper_profile_dry_run_lists_one_job_per_dataset_and_seed():
     counts = {
         line.split()[0]: int(line.split()[1])
-        for line in done.stdout.splitlines()
+        for line in dry_run("paper", "--quiet", "rules").splitlines()
         if len(line.split()) == 2 and line.split()[1].isdigit()
     }
     assert (
@@ -178,15 +183,8 @@ def test_paper_profile_dry_run_lists_one_job_per_dataset_and_seed():
 
 
 def test_quick_profile_trains_each_fine_tuning_arm_in_a_job_of_its_own():
-    done = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--profile", "profiles/quick", "--nolock", "--forceall", "-p"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    commands = [line for line in done.stdout.splitlines() if "nona.pipeline.experiment" in line]
+    printed = dry_run("quick", "--forceall", "-p").splitlines()
+    commands = [line for line in printed if "nona.pipeline.experiment" in line]
     digits = [c for c in commands if "--dataset digits-rotation" in c]
     arms = sorted(c.split("--arms ")[1].split(" --")[0] for c in digits)
     # digits-rotation fine-tunes EfficientNet-Lite0's top: Dense and NONA alone, the rest together
