@@ -58,17 +58,10 @@ def _rows_times_matrix(weights: Tensor, points: Tensor, transpose: bool) -> Tens
     return (points.T @ (weights if transpose else weights.T)).T
 
 
-# Up to this many rows, _both_roles symmetrises the weights first: fewer kernels,
-# where dispatch dominates; above it the transposed addition is the slower part.
-_SYMMETRISE_ROWS = 192
-
-
 def _both_roles(weights: Tensor, zc: Tensor) -> Tensor:
-    # sum_j W_ij (z_i - z_j) + sum_j W_ji (z_i - z_j), for z_n = z.
-    if weights.shape[0] <= _SYMMETRISE_ROWS:
-        # = sum_j S_ij (z_i - z_j) with S = W + W^T: one product, fused with the subtraction.
-        both = weights + weights.T
-        return torch.addmm(both.sum(dim=1, keepdim=True) * zc, both, zc, alpha=-1)
+    # sum_j W_ij (z_i - z_j) + sum_j W_ji (z_i - z_j), for z_n = z. (Summing W + W^T first
+    # saves a product and some kernels below about 200 rows, but then the counted FLOPs of a
+    # step, Figure 4's measure, would change form with the batch size; not done.)
     rows_and_columns = weights.sum(dim=1, keepdim=True) + weights.sum(dim=0).unsqueeze(1)
     products = _rows_times_matrix(weights, zc, transpose=False) + _rows_times_matrix(weights, zc, transpose=True)
     return products.neg_().addcmul_(rows_and_columns, zc)
