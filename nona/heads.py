@@ -128,6 +128,11 @@ class _Attend(torch.autograd.Function):
         return (*attend_backward(grad, ctx.saved_tensors, ctx.needs_input_grad), None)
 
 
+# Whether the common training call (l2, no SoftStep or S2, the batch as its own neighbours,
+# one chunk) runs as the single node _SelfAttend; False runs the separate nodes, to the same bits.
+FUSED_SELF_ATTEND = True
+
+
 class _SelfAttend(torch.autograd.Function):
     """The training prediction of an ``l2`` head, with or without an S2 SoftStep, in one node.
 
@@ -164,6 +169,14 @@ class _SelfAttend(torch.autograd.Function):
         if shift:
             grad_sim, grad_b, grad_t = s2_shift_backward(grad_sim, shift, (needs_z, needs_b, needs_t))
         grad_z = distances_backward(grad_sim, distances, 0, True, (True, True))[0] if needs_z else None
+        if grad_z is not None and shift and shift[1].shape[0] > 1:  # shift[1] is b: (rows, 1) when pointwise
+            # Pointwise parameters come from z, so z gets a second gradient (through
+            # SoftStep's linear layer), which autograd adds into whichever arrives first.
+            # As separate nodes, that one was the linear layer's (row-major); this node runs
+            # first now, and its column-major gradient would make the sum column-major, so
+            # the projector's reductions below would round differently. Row-major keeps
+            # every bit of the separate nodes' training.
+            grad_z = grad_z.contiguous()
         return grad_z, grad_y, grad_b, grad_t
 
 
@@ -322,7 +335,7 @@ class NONA(nn.Module):
         if not exclude_self and not torch.is_grad_enabled():
             return predict_no_grad(self, z, z_n, y_n)
         step = self.rows_per_chunk(z_n.shape[0], z.element_size())
-        if exclude_self and z_n is z and step >= z.shape[0] and self.similarity == "l2":
+        if FUSED_SELF_ATTEND and exclude_self and z_n is z and step >= z.shape[0] and self.similarity == "l2":
             if self.softstep is None:
                 return _SelfAttend.apply(z, y_n, None, None)
             if self.softstep.fn == "s2":
