@@ -144,12 +144,13 @@ def job_groups(dataset):
     Without ``own_job_arms`` (the paper profile) every arm of a seed trains in one job ("all").
     """
     settings = dataset_settings(dataset)
-    finetunes = effective_trainable_layers(dataset, settings.get("trainable_layers", 0)) != 0
-    tuned = settings.get("trainable_arms") or list(ARMS)
-    own = [arm for arm in settings.get("own_job_arms") or [] if finetunes and arm in tuned] if finetunes else []
-    unknown = sorted(set(settings.get("own_job_arms") or []) - set(ARMS))
+    requested = settings.get("own_job_arms") or []
+    unknown = sorted(set(requested) - set(ARMS))
     if unknown:
         raise ValueError(f"own_job_arms names unknown arms {unknown}; valid values are: {', '.join(ARMS)}")
+    tuned = settings.get("trainable_arms") or list(ARMS)
+    finetunes = effective_trainable_layers(dataset, settings.get("trainable_layers", 0)) != 0
+    own = [arm for arm in requested if arm in tuned] if finetunes else []
     groups = {arm: ([arm], False) for arm in own}
     groups["rest" if own else "all"] = ([arm for arm in ARMS if arm not in own], frozen_comparison(dataset))
     return groups
@@ -296,15 +297,12 @@ def finetune_parameters(dataset):
             "frozen_runs_dir": f"{FROZEN_RUNS_DIR}/{dataset}" if frozen_comparison(dataset) else "",
             # What the jobs ran (TrainConfig's defaults where the profile is silent), so the notebook trains nothing again.
             "trainable_layers": 0, "trainable_arms": list(ARMS), **training_settings(dataset),
-            "seeds": SETTINGS["finetune"]["seeds"], "frozen_comparison": frozen_comparison(dataset)}
+            "seeds": dataset_settings(dataset)["seeds"], "frozen_comparison": frozen_comparison(dataset)}
 
 
-def run_records(dataset, seed, frozen=False):
-    """The records one (dataset, seed) job writes; with ``frozen``, also those of the frozen-backbone comparison."""
-    records = [f"{RUNS_DIR}/{dataset}/{arm}/seed{seed}.json" for arm in ARMS]
-    if frozen and frozen_comparison(dataset):
-        records += [f"{FROZEN_RUNS_DIR}/{dataset}/{arm}/seed{seed}.json" for arm in FROZEN_COMPARISON_ARMS]
-    return records
+def run_records(dataset, seed):
+    """The records the jobs of one (dataset, seed) write, the frozen-backbone comparison's included."""
+    return [record for group in job_groups(dataset) for record in group_records(dataset, group, seed)]
 
 
 def dataset_of(record):
@@ -320,17 +318,16 @@ def group_records(dataset, group, seed):
 
 
 def group_of(record):
-    """The job group of a run record path: the one whose first record is in the same arm folder."""
-    dataset, arm = dataset_of(record), os.path.basename(os.path.dirname(record))
-    folder = os.path.dirname(os.path.dirname(record))
-    return next(g for g, (arms, _) in job_groups(dataset).items() if folder == f"{RUNS_DIR}/{dataset}" and arm == arms[0])
+    """The job group whose first record (in its first arm's folder) is ``record``."""
+    arm = os.path.basename(os.path.dirname(record))
+    return next(group for group, (arms, _) in job_groups(dataset_of(record)).items() if arms[0] == arm)
 
 
 def finetune_run_arguments(dataset, group, seed, selected):
     arms, frozen = job_groups(dataset)[group]
     arguments = ["nona.pipeline.experiment", "--dataset", dataset, "--profile", PROFILE, "--seed", seed,
                  "--out-dir", f"{RUNS_DIR}/{dataset}", "--ablation", selected, "--arms", *arms,
-                 "--settings-json", as_json({k: v for k, v in training_settings(dataset).items() if k != "seeds"})]
+                 "--settings-json", as_json(training_settings(dataset))]
     return arguments + (["--frozen-dir", f"{FROZEN_RUNS_DIR}/{dataset}"] if frozen else [])
 
 
@@ -368,7 +365,7 @@ rule finetune:
     input:
         "notebooks/finetune.md",
         SELECTED,
-        lambda wc: [r for seed in SETTINGS["finetune"]["seeds"] for r in run_records(wc.dataset, seed, frozen=True)],
+        lambda wc: [r for seed in SETTINGS["finetune"]["seeds"] for r in run_records(wc.dataset, seed)],
     output:
         f"{BUILD}/executed/finetune-{{dataset}}.ipynb",
     log:
@@ -387,7 +384,7 @@ rule results:
     input:
         "notebooks/results.md",
         [f"{BUILD}/executed/finetune-{d}.ipynb" for d in DATASETS],
-        [r for d in DATASETS for seed in SETTINGS["finetune"]["seeds"] for r in run_records(d, seed, frozen=True)],
+        [r for d in DATASETS for seed in SETTINGS["finetune"]["seeds"] for r in run_records(d, seed)],
     output:
         f"{BUILD}/executed/results.ipynb",
     log:
