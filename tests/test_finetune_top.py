@@ -47,6 +47,42 @@ def test_minilm_top_on_padded_cached_hidden_states_is_the_backbone():
         torch.testing.assert_close(text.top(1)(cached), full, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_minilm_packed_top_matches_the_library_layers_in_value_and_gradient(pooling):
+    text = get_backbone("minilm").eval()
+    text.pooling = pooling
+    texts = ["good", "a very bad day indeed", ":)", "meh", "heartbroken", "lol"]
+    with torch.no_grad():
+        cached = extract_activations(text, texts, 2, batch_size=3, progress=False)
+    top = text.top(2)
+    assert top.packed  # MiniLM's layers are BERT layers: the packed forward runs
+    outputs, grads = [], []
+    for packed in (True, False):
+        top.packed = packed
+        top.zero_grad()
+        out = top(cached)
+        (out * torch.linspace(-1, 1, out.shape[1])).sum().backward()
+        outputs.append(out.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in top.parameters()]))
+    torch.testing.assert_close(outputs[0], outputs[1], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+    assert grads[0].abs().max() > 0
+
+
+def test_packed_top_applies_dropout_in_training_only():
+    text = get_backbone("minilm")
+    with torch.no_grad():
+        cached = extract_activations(text, ["good", "bad day"], 1, batch_size=2, progress=False)
+    top = text.top(1)
+    with torch.no_grad():
+        top.eval()
+        assert torch.equal(top(cached), top(cached))
+        top.train()
+        torch.manual_seed(0)
+        first = top(cached)
+        assert not torch.equal(first, top(cached))
+
+
 def test_top_shares_parameters_and_trains_only_the_last_blocks(lite0):
     top = lite0.top(1)
     assert top.stages[0] is lite0.model.blocks[-1]
