@@ -14,7 +14,8 @@ import os
 import shlex
 import sys
 
-from nona.pipeline.config import check_profile, load_profile
+from nona.pipeline.config import JOB_LAYOUT_SETTINGS, check_profile, dataset_finetune_settings, load_profile
+from nona.pipeline.config import training_settings as dataset_training_settings
 
 PROFILE = check_profile(config.get("profile", "quick"))
 BUILD = os.environ.get("NONA_BUILD", "build")
@@ -111,8 +112,6 @@ from nona.pipeline.experiment import ARMS, FROZEN_COMPARISON_ARMS, effective_tra
 
 ABLATION = SETTINGS["ablation"]
 # The training settings every run of this profile shares (the seeds are per job).
-# Settings about how the jobs are laid out, not about training: the Snakefile's own.
-JOB_LAYOUT_SETTINGS = ("seeds", "frozen_comparison", "own_job_arms")
 FINETUNE_SETTINGS = {k: v for k, v in SETTINGS["finetune"].items() if k not in JOB_LAYOUT_SETTINGS}
 # Per-dataset changes to the fine-tuning settings (e.g. which datasets fine-tune a backbone block).
 FINETUNE_OVERRIDES = SETTINGS.get("finetune_overrides") or {}
@@ -123,7 +122,7 @@ if unknown_overrides:
 
 def dataset_settings(dataset):
     """The profile's fine-tuning settings for one dataset (seeds included), its overrides applied."""
-    return {**SETTINGS["finetune"], **FINETUNE_OVERRIDES.get(dataset, {})}
+    return dataset_finetune_settings(SETTINGS, dataset)
 
 
 def frozen_comparison(dataset):
@@ -132,7 +131,7 @@ def frozen_comparison(dataset):
 
 def training_settings(dataset):
     """The settings one dataset's runs train with (what the jobs and the notebook receive)."""
-    return {k: v for k, v in dataset_settings(dataset).items() if k not in JOB_LAYOUT_SETTINGS}
+    return dataset_training_settings(SETTINGS, dataset)
 
 
 def job_groups(dataset):

@@ -3,8 +3,9 @@
 Trains the paper's two heads (Dense and NONA, with the configuration the
 profile's ablation selected) on ``--dataset`` for ``--seeds``, once with the
 backbone frozen and once with its last ``--trainable-layers`` blocks
-fine-tuned, with the profile's other fine-tuning settings (epochs, patience,
-backbone learning rate), one thread each, as a pipeline job would. Prints the
+fine-tuned, with the profile's other fine-tuning settings for that dataset
+(epochs, patience, backbone learning rate; its overrides applied), one thread
+each, as a pipeline job would. Prints the
 test MSE of the four regressors (mean ± std over the seeds) and the training
 seconds, so that what a setting costs the build can be weighed against what
 it changes. The quick profile uses it for the datasets it does not fine-tune
@@ -28,7 +29,7 @@ import torch
 
 from nona.io.paths import BUILD_DIR
 from nona.paper.tables import mean_std
-from nona.pipeline.config import load_profile
+from nona.pipeline.config import load_profile, training_settings
 from nona.pipeline.experiment import (
     FROZEN_COMPARISON_ARMS,
     base_config,
@@ -36,10 +37,7 @@ from nona.pipeline.experiment import (
     selected_head_configs,
     train_dataset,
 )
-from nona.pipeline.records import RunRecord, record_path
-
-# Settings that only shape the pipeline's jobs, not a run (as in the Snakefile).
-JOB_LAYOUT_SETTINGS = ("seeds", "frozen_comparison", "own_job_arms")
+from nona.pipeline.records import record_path
 
 
 def main() -> None:
@@ -52,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = load_profile(args.profile)
     layers = args.trainable_layers if args.trainable_layers == "all" else int(args.trainable_layers)
-    finetune = {k: v for k, v in settings["finetune"].items() if k not in JOB_LAYOUT_SETTINGS}
+    finetune = training_settings(settings, args.dataset)
     base = base_config({**finetune, "trainable_layers": layers, "trainable_arms": list(FROZEN_COMPARISON_ARMS)})
     selection = BUILD_DIR / "ablation" / args.profile / settings["ablation"]["dataset"] / "selected.json"
     out = args.out or BUILD_DIR / "benchmarks" / "finetune-cost"
@@ -93,7 +91,7 @@ def main() -> None:
         per_step = {label: 1e3 * sum(r["seconds_per_step"] for r in rs) / len(rs) for label, rs in runs.items()}
         added += len(args.seeds) * (seconds["fine-tuned"] - seconds["frozen"])
         print(
-            f"| {RunRecord.load(record_path(tuned_dir / args.dataset, arm, args.seeds[0])).data['method']} "
+            f"| {runs['fine-tuned'][0]['method']} "
             f"| {seconds['frozen']:.0f} | {seconds['fine-tuned']:.0f} "
             f"| {per_step['frozen']:.1f} | {per_step['fine-tuned']:.1f} |"
         )

@@ -183,12 +183,12 @@ class _TransformerTop(nn.Module):
             context = context.transpose(1, 2).reshape(b * length, heads * size).index_select(0, positions)
             attended = layer.attention.output(context, tokens)
             tokens = layer.output(layer.intermediate(attended), attended)
+        counts = keep.sum(1)
         if self.pooling == "cls":
             # Every text keeps its first token, so the first token of text i sits at the start of its run.
-            starts = torch.cumsum(keep.sum(1), 0) - keep.sum(1)
-            return tokens.index_select(0, starts)
+            return tokens.index_select(0, torch.cumsum(counts, 0) - counts)
         sums = tokens.new_zeros(b, width).index_add(0, torch.div(positions, length, rounding_mode="floor"), tokens)
-        return sums / keep.sum(1, keepdim=True).clamp_min(1).to(tokens.dtype)
+        return sums / counts.unsqueeze(1).clamp_min(1).to(tokens.dtype)
 
 
 def _packable(layer: nn.Module) -> bool:

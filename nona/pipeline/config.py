@@ -19,6 +19,8 @@ PROFILE_DIR = REPO_ROOT / "profiles"
 SETTINGS_FILE = "pipeline.yaml"
 # Keys every profile's settings must define.
 REQUIRED = ("datasets", "finetune", "results", "ablation", "site", "notebooks")
+# Fine-tuning settings about how the pipeline lays out its jobs, not about how a run trains.
+JOB_LAYOUT_SETTINGS = ("seeds", "frozen_comparison", "own_job_arms")
 
 
 def profile_names() -> list[str]:
@@ -61,3 +63,13 @@ def notebook_parameters(profile: str, notebook: str) -> dict[str, Any]:
     if notebook not in notebooks:
         raise ValueError(f"profile {profile!r} runs no notebook {notebook!r}; it runs: {', '.join(notebooks)}")
     return dict(notebooks[notebook] or {})
+
+
+def dataset_finetune_settings(settings: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """A profile's fine-tuning settings for one dataset (seeds included), its ``finetune_overrides`` applied."""
+    return {**settings["finetune"], **(settings.get("finetune_overrides") or {}).get(dataset, {})}
+
+
+def training_settings(settings: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """The settings one dataset's runs train with: :func:`dataset_finetune_settings` without the job layout."""
+    return {k: v for k, v in dataset_finetune_settings(settings, dataset).items() if k not in JOB_LAYOUT_SETTINGS}
