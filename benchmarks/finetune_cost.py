@@ -11,33 +11,91 @@ seconds, so that what a setting costs the build can be weighed against what
 it changes. The quick profile uses it for the datasets it does not fine-tune
 (vader-valence: MiniLM's last layer).
 
-Records go to ``--out`` (``<out>/fine-tuned`` and ``<out>/frozen``, the
-pipeline's layout) and are written atomically; a run whose record exists with
-the same settings is not trained again, so an interrupted benchmark resumes.
-Needs the ablation's selection (``make book`` first).
+``--schedules`` picks how the fine-tuned runs start. ``scratch`` is the
+paper's: the pretrained backbone with a new projector and head, for the
+profile's epochs. ``warm`` is linear probing then fine-tuning (LP-FT): the
+projector and head of the same seed's frozen run (trained again here and
+checked against its record, to the last bit), the top's output standardised
+as the frozen features were, then at most ``--warm-epochs`` epochs with
+patience ``--warm-patience``: a cheaper schedule, measured, not the pipeline's.
 
-Usage: ``OMP_NUM_THREADS=1 python benchmarks/finetune_cost.py [--dataset vader-valence] [--seeds 0 1 2]``
+Records go to ``--out`` (``<out>/fine-tuned``, ``<out>/frozen`` and
+``<out>/warm-started``, the pipeline's layout) and are written atomically; a
+run whose record exists with the same settings is not trained again, so an
+interrupted benchmark resumes. Needs the ablation's selection (``make book`` first).
+
+Usage: ``OMP_NUM_THREADS=1 python benchmarks/finetune_cost.py [--dataset vader-valence] [--seeds 0 1 2]
+[--schedules scratch warm] [--warm-epochs 15] [--warm-patience 5]``
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from nona.io.atomic import write_json
 from nona.io.paths import BUILD_DIR
+from nona.io.provenance import now
 from nona.paper.tables import mean_std
 from nona.pipeline.config import load_profile, training_settings
 from nona.pipeline.experiment import (
     FROZEN_COMPARISON_ARMS,
+    arm_config,
     base_config,
+    describe_run,
     frozen_vs_finetuned,
+    load_features,
     selected_head_configs,
+    train_and_evaluate,
     train_dataset,
 )
 from nona.pipeline.records import record_path
+from nona.train import TrainConfig
+
+
+def warm_started_runs(
+    dataset: str,
+    profile: str,
+    seeds: list[int],
+    base: TrainConfig,
+    head_configs: dict,
+    frozen_dir: Path,
+    out_dir: Path,
+    epochs: int,
+    patience: int,
+) -> None:
+    """Fine-tune Dense and NONA from their frozen runs (LP-FT) into ``out_dir``; skips complete runs."""
+    features = activations = None
+    for arm in FROZEN_COMPARISON_ARMS:
+        for seed in seeds:
+            path = record_path(out_dir, arm, seed)
+            config = arm_config(arm, replace(base, max_epochs=epochs, patience=patience), head_configs, seed)
+            if path.exists() and json.loads(path.read_text())["config"] == config.to_dict():
+                continue
+            if features is None:
+                features, labels, _ = load_features(dataset, 0)
+                activations, _, top = load_features(dataset, base.trainable_layers)
+            frozen = arm_config(arm, replace(base, trainable_layers=0), head_configs, seed)
+            kept: dict = {}
+            again, _ = train_and_evaluate(features, labels, frozen, two_stage=False, kept=kept)
+            recorded = json.loads(record_path(frozen_dir, arm, seed).read_text())
+            if again["test_mse"] != recorded["test_mse"] or recorded["config"] != frozen.to_dict():
+                raise RuntimeError(
+                    f"{dataset} {arm} seed {seed}: the frozen run trained again does not reproduce its record "
+                    f"({again['test_mse']!r} vs {recorded['test_mse']!r}); delete {frozen_dir} and run again"
+                )
+            started = now()
+            record, _ = train_and_evaluate(
+                activations, labels, config, copy.deepcopy(top), warm_start=kept["warm_start"]
+            )
+            describe_run(record, dataset, profile, arm, config, started)
+            write_json(path, record)
+            print(f"{dataset}: {arm} seed {seed} warm-started: test MSE {record['test_mse']:.5f}", flush=True)
 
 
 def main() -> None:
@@ -47,6 +105,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--trainable-layers", default="1", help="blocks to fine-tune: a count or 'all'")
     parser.add_argument("--out", type=Path, default=None, help="default: build/benchmarks/finetune-cost")
+    parser.add_argument("--schedules", nargs="+", default=["scratch"], choices=["scratch", "warm"])
+    parser.add_argument("--warm-epochs", type=int, default=15, help="most epochs of a warm-started run")
+    parser.add_argument("--warm-patience", type=int, default=5, help="patience of a warm-started run")
     args = parser.parse_args()
     settings = load_profile(args.profile)
     layers = args.trainable_layers if args.trainable_layers == "all" else int(args.trainable_layers)
@@ -54,48 +115,87 @@ def main() -> None:
     base = base_config({**finetune, "trainable_layers": layers, "trainable_arms": list(FROZEN_COMPARISON_ARMS)})
     selection = BUILD_DIR / "ablation" / args.profile / settings["ablation"]["dataset"] / "selected.json"
     out = args.out or BUILD_DIR / "benchmarks" / "finetune-cost"
-    tuned_dir, frozen_dir = out / "fine-tuned", out / "frozen"
+    tuned_dir, frozen_dir, warm_dir = out / "fine-tuned", out / "frozen", out / "warm-started"
+    head_configs = selected_head_configs(selection)
+    scratch = "scratch" in args.schedules
+    # The frozen runs, and with the scratch schedule the fine-tuned runs too, as the pipeline trains them.
     train_dataset(
         args.dataset,
         args.profile,
         args.seeds,
-        list(FROZEN_COMPARISON_ARMS),
+        list(FROZEN_COMPARISON_ARMS) if scratch else [],
         base,
         tuned_dir / args.dataset,
-        head_configs=selected_head_configs(selection),
+        head_configs=head_configs,
         frozen_dir=frozen_dir / args.dataset,
         trainable_arms=list(FROZEN_COMPARISON_ARMS),
     )
-    scores, _ = frozen_vs_finetuned(tuned_dir, frozen_dir, [args.dataset])
+    if "warm" in args.schedules:
+        warm_started_runs(
+            args.dataset,
+            args.profile,
+            args.seeds,
+            base,
+            head_configs,
+            frozen_dir / args.dataset,
+            warm_dir / args.dataset,
+            args.warm_epochs,
+            args.warm_patience,
+        )
+    labels = {"fine-tuned": tuned_dir} if scratch else {}
+    labels.update({"warm-started": warm_dir} if "warm" in args.schedules else {})
+    first, *others = labels
+    scores, _ = frozen_vs_finetuned(labels[first], frozen_dir, [args.dataset], more={k: labels[k] for k in others})
+    scores["backbone"] = scores["backbone"].replace({"fine-tuned": first})
     print(
         f"\n{args.dataset}, profile {args.profile}, seeds {args.seeds}, trainable_layers={layers}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+        + (
+            f"; warm-started: at most {args.warm_epochs} epochs, patience {args.warm_patience}"
+            if "warm" in labels
+            else ""
+        )
     )
-    print("\nTest MSE x10^3, mean ± std over the seeds\n")
+    print("\nTest MSE x10^3, mean ± std over the seeds; change against frozen\n")
     wide = scores.pivot_table(index="method", columns="backbone", values=["mean", "std"], sort=False)
-    print("| regressor | frozen | fine-tuned | change |\n| --- | ---: | ---: | ---: |")
+    print("| regressor | frozen | " + " | ".join(f"{k} | change" for k in labels) + " |")
+    print("| --- | ---: |" + " ---: | ---: |" * len(labels))
     for method in wide.index:
-        frozen, tuned = (mean_std(wide["mean", k][method], wide["std", k][method]) for k in ("frozen", "fine-tuned"))
-        change = wide[("mean", "fine-tuned")][method] / wide[("mean", "frozen")][method] - 1
-        print(f"| {method} | {frozen} | {tuned} | {change:+.0%} |")
+        cells = [mean_std(wide["mean", "frozen"][method], wide["std", "frozen"][method])]
+        for k in labels:
+            change = wide[("mean", k)][method] / wide[("mean", "frozen")][method] - 1
+            cells += [mean_std(wide["mean", k][method], wide["std", k][method]), f"{change:+.0%}"]
+        print(f"| {method} | " + " | ".join(cells) + " |")
     print("\nTraining time (fit: training steps and each epoch's validation), seconds per run\n")
-    print("| head | frozen | fine-tuned | ms per step, frozen | ms per step, fine-tuned |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    added = 0.0
+    print(
+        "| head | frozen | "
+        + " | ".join(labels)
+        + " | ms per step, frozen | "
+        + " | ".join(f"ms per step, {k}" for k in labels)
+        + " |"
+    )
+    print("| --- | ---: |" + " ---: |" * (2 * len(labels) + 1))
+    added = dict.fromkeys(labels, 0.0)
     for arm in FROZEN_COMPARISON_ARMS:
         runs = {
             label: [json.loads(record_path(folder / args.dataset, arm, s).read_text()) for s in args.seeds]
-            for label, folder in (("frozen", frozen_dir), ("fine-tuned", tuned_dir))
+            for label, folder in (("frozen", frozen_dir), *labels.items())
         }
         seconds = {label: sum(r["train_seconds"] for r in rs) / len(rs) for label, rs in runs.items()}
         per_step = {label: 1e3 * sum(r["seconds_per_step"] for r in rs) / len(rs) for label, rs in runs.items()}
-        added += len(args.seeds) * (seconds["fine-tuned"] - seconds["frozen"])
+        for k in labels:
+            added[k] += len(args.seeds) * (seconds[k] - seconds["frozen"])
         print(
-            f"| {runs['fine-tuned'][0]['method']} "
-            f"| {seconds['frozen']:.0f} | {seconds['fine-tuned']:.0f} "
-            f"| {per_step['frozen']:.1f} | {per_step['fine-tuned']:.1f} |"
+            f"| {runs['frozen'][0]['method']} | "
+            + " | ".join(f"{seconds[k]:.0f}" for k in seconds)
+            + " | "
+            + " | ".join(f"{per_step[k]:.1f}" for k in per_step)
+            + " |"
         )
-    print(f"\nFine-tuning adds {added:.0f} training seconds over {len(args.seeds)} seeds (job-seconds of a build).")
+    for k, seconds_added in added.items():
+        print(
+            f"\n{k}: adds {seconds_added:.0f} training seconds over {len(args.seeds)} seeds (job-seconds of a build)."
+        )
 
 
 if __name__ == "__main__":

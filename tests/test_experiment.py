@@ -276,3 +276,47 @@ def test_frozen_vs_finetuned_tabulates_both_folders(tmp_path):
 def test_old_backbone_trainable_setting_is_refused_with_its_new_name():
     with pytest.raises(ValueError, match="trainable_layers"):
         experiment.base_config({"backbone_trainable": True})
+
+
+def _top_and_features(seed: int = 0):
+    """A small top, its inputs and its outputs (the frozen features), with labels that depend on them."""
+    torch.manual_seed(seed)
+    top = _Top()
+    activations = torch.randn(300, 2)
+    with torch.no_grad():
+        features = top(activations)
+    labels = (features[:, 0] - 2 * features[:, 1] ** 2).numpy() + 0.01 * np.random.default_rng(seed).normal(size=300)
+    return top, activations, features, labels
+
+
+@pytest.mark.parametrize("head", ["dense", "nona"])
+def test_warm_start_begins_where_the_frozen_run_ended(head):
+    # Learning rates too small to move a float32 weight, and a projector without BatchNorm (whose
+    # running statistics a training epoch updates): the warm-started model is then the frozen one,
+    # now reading the top's output, so its test error is the frozen run's.
+    top, activations, features, labels = _top_and_features()
+    config = TrainConfig(head=head, projector="relu", max_epochs=3, patience=3, batch_size=64, device="cpu")
+    kept = {}
+    frozen, _ = experiment.train_and_evaluate(features, labels, config, two_stage=False, kept=kept)
+    still = TrainConfig(**{**config.to_dict(), "lr": 1e-30, "backbone_lr": 1e-30, "max_epochs": 1})
+    warm, _ = experiment.train_and_evaluate(
+        activations, labels, still, top, two_stage=False, warm_start=kept["warm_start"]
+    )
+    cold, _ = experiment.train_and_evaluate(activations, labels, still, top, two_stage=False)
+    assert warm["test_mse"] == pytest.approx(frozen["test_mse"], rel=1e-5)
+    assert cold["test_mse"] != pytest.approx(frozen["test_mse"], rel=1e-2)  # a new projector and head start elsewhere
+    assert "warm_start" in warm and "warm_start" not in cold and "warm_start" not in frozen
+
+
+def test_warm_start_is_refused_where_it_does_not_apply():
+    top, activations, features, labels = _top_and_features()
+    config = TrainConfig(head="dense", max_epochs=1, patience=1, batch_size=64, device="cpu")
+    kept = {}
+    experiment.train_and_evaluate(features, labels, config, two_stage=False, kept=kept)
+    with pytest.raises(ValueError, match="pass the backbone"):
+        experiment.train_and_evaluate(features, labels, config, warm_start=kept["warm_start"])
+    with pytest.raises(ValueError, match="only a frozen-backbone run"):
+        experiment.train_and_evaluate(activations, labels, config, top, kept={})
+    with pytest.raises(ValueError, match="does not fit this model"):
+        other = TrainConfig(**{**config.to_dict(), "embed_dim": 7})
+        experiment.train_and_evaluate(activations, labels, other, top, warm_start=kept["warm_start"])

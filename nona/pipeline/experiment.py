@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -181,12 +181,50 @@ def load_features(
     return activations, ds.labels, backbone.top(trainable_layers).requires_grad_(True)
 
 
+def standardisation(x_train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training mean of each feature and one global scale: frozen features are ``(x - mean) / scale``.
+
+    Training statistics only. Per-dimension scaling would blow up features
+    that are nearly constant on the training split but not on the test split.
+    """
+    return x_train.mean(dim=0), x_train.var(dim=0).mean().sqrt().clamp_min(1e-12)
+
+
+class Standardised(torch.nn.Module):
+    """A trainable backbone top whose output is standardised as a frozen run's features were (fixed statistics).
+
+    A warm start (:class:`WarmStart`) puts it in front of the frozen run's
+    projector, so that the fine-tuned model starts as the frozen one: the
+    top's output at its pretrained weights is the frozen features.
+    """
+
+    def __init__(self, top: torch.nn.Module, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.top = top
+        self.out_dim = top.out_dim
+        self.register_buffer("mean", mean.detach().clone())
+        self.register_buffer("scale", scale.detach().clone())
+
+    def forward(self, x) -> torch.Tensor:
+        return (self.top(x) - self.mean) / self.scale
+
+
+@dataclass
+class WarmStart:
+    """A frozen-backbone run's projector and head, and the standardisation of the features it trained on.
+
+    Fine-tuning from it is linear probing then fine-tuning (LP-FT): measured by
+    ``benchmarks/finetune_cost.py --warm-start``; the pipeline's runs start from
+    the pretrained backbone and a new projector and head, as in the paper.
+    """
+
+    state: dict[str, torch.Tensor]
+    mean: torch.Tensor
+    scale: torch.Tensor
+
+
 def _standardise(x_train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
-    # Centre on the training mean and divide by one global scale (train
-    # statistics only). Per-dimension scaling would blow up features that are
-    # nearly constant on the training split but not on the test split.
-    mean = x_train.mean(dim=0)
-    scale = x_train.var(dim=0).mean().sqrt().clamp_min(1e-12)
+    mean, scale = standardisation(x_train)
     return [(x - mean) / scale for x in (x_train, *others)]
 
 
@@ -196,6 +234,8 @@ def train_and_evaluate(
     config: TrainConfig,
     backbone: torch.nn.Module | None = None,
     two_stage: bool = True,
+    warm_start: WarmStart | None = None,
+    kept: dict[str, WarmStart] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Train one head on one seeded split; returns the metrics record and the embeddings to save.
 
@@ -204,6 +244,9 @@ def train_and_evaluate(
     takes, or :class:`~nona.train.RawInputs` of ``backbone``.
     ``two_stage=False`` skips the regressors fitted on the final embeddings
     (k-NN, NNK, interpolation), which an ablation run does not need.
+    ``warm_start`` (with a backbone): start the projector and head from a
+    frozen run of the same split (see :class:`WarmStart`). ``kept`` (a frozen
+    run): receives ``kept["warm_start"]``, this run's fitted projector and head.
     """
     from nona.data import LabelScaler, make_splits
 
@@ -222,14 +265,33 @@ def train_and_evaluate(
     else:
         x_train, x_val, x_test = (_rows(inputs, idx) for idx in (splits.train, splits.val, splits.test))
         in_dim = backbone.out_dim
+    if warm_start is not None and backbone is None:
+        raise ValueError("a warm start fine-tunes a backbone from a frozen run; pass the backbone (top) to fine-tune")
+    if kept is not None and backbone is not None:
+        raise ValueError("only a frozen-backbone run can be kept as a warm start")
+    if warm_start is not None:
+        backbone = Standardised(backbone, warm_start.mean, warm_start.scale)
     y_train, y_val, y_test = y[splits.train], y[splits.val], y[splits.test]
     model = RegressionModel(in_dim, config, backbone=backbone)
+    if warm_start is not None:
+        advice = "start from a frozen run of the same head and settings"
+        try:
+            missing, unexpected = model.load_state_dict(warm_start.state, strict=False)
+        except RuntimeError as error:  # a tensor of another shape
+            raise ValueError(f"the warm start does not fit this model: {error}; {advice}") from error
+        if unexpected or any(not key.startswith("backbone.") for key in missing):
+            raise ValueError(
+                f"the warm start does not fit this model (missing {missing}, unexpected {unexpected}); {advice}"
+            )
     weights = None
     if config.loss_weights == "knn":
         from nona.baselines import knn_loss_weights
 
         weights = torch.as_tensor(knn_loss_weights(_frozen_features(x_train, backbone), y_train.numpy()))
     result = fit(model, (x_train, y_train, x_val, y_val), config, sample_weight=weights)
+    if kept is not None:
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        kept["warm_start"] = WarmStart(state, *standardisation(inputs[splits.train]))
     # predict moves every batch (and the labels) to the model's device itself.
     predictions = {"test": predict(model, x_test, x_train, y_train).cpu()}
     test_mse = mse(predictions["test"], y_test)
@@ -249,6 +311,8 @@ def train_and_evaluate(
         "split_sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
         "label_scaling": scaler.to_dict(),
     }
+    if warm_start is not None:
+        record["warm_start"] = "the projector and head of the frozen-backbone run of the same split"
     if not two_stage:
         return record, {}
     # The interpolation with k-NN is tuned on the head's validation predictions.
@@ -383,19 +447,7 @@ def train_dataset(
         started = now()
         log(f"{dataset}: training {arm} seed {seed} (trainable_layers={config.trainable_layers})")
         record, arrays = train_and_evaluate(inputs, labels, config, backbone)
-        record.update(
-            {
-                "dataset": dataset,
-                "profile": profile,
-                "head": arm,
-                "seed": seed,
-                "method": method_name(arm),
-                "knn_method": method_name(arm, knn=True),
-                "trainable_layers": config.trainable_layers,
-                "config": wanted,
-                "provenance": run_provenance(str(resolve_device(config.device)), started),
-            }
-        )
+        describe_run(record, dataset, profile, arm, config, started)
         with atomic_path(path.with_suffix(".npz")) as tmp:
             np.savez_compressed(tmp, **arrays)
         write_json(path, record)
@@ -404,6 +456,25 @@ def train_dataset(
             f"{record['epochs']} epochs, {1e3 * record['seconds_per_step']:.1f} ms per step"
         )
     return [RunRecord.load(record_path(out_dir, arm, seed)) for arm in arms for seed in seeds]
+
+
+def describe_run(
+    record: dict[str, Any], dataset: str, profile: str, arm: str, config: TrainConfig, started: str
+) -> None:
+    """Add to a run's record what it was (dataset, profile, arm, seed, configuration) and its provenance."""
+    record.update(
+        {
+            "dataset": dataset,
+            "profile": profile,
+            "head": arm,
+            "seed": config.seed,
+            "method": method_name(arm),
+            "knn_method": method_name(arm, knn=True),
+            "trainable_layers": config.trainable_layers,
+            "config": config.to_dict(),
+            "provenance": run_provenance(str(resolve_device(config.device)), started),
+        }
+    )
 
 
 def selected_head_configs(selection: str | Path | None) -> dict[str, dict[str, Any]]:
@@ -471,11 +542,17 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-def frozen_vs_finetuned(finetuned_dir: str | Path, frozen_dir: str | Path, datasets: list[str]) -> tuple[Any, Any]:
+def frozen_vs_finetuned(
+    finetuned_dir: str | Path,
+    frozen_dir: str | Path,
+    datasets: list[str],
+    more: dict[str, str | Path] | None = None,
+) -> tuple[Any, Any]:
     """Test MSE of the paper's four regressors with the backbone fine-tuned and frozen, and the time per training step.
 
     Reads the ``dense`` and ``nona`` records of every dataset under both
-    folders (``<dir>/<dataset>/<arm>/seed<k>.json``). Returns two tidy tables:
+    folders (``<dir>/<dataset>/<arm>/seed<k>.json``), and under the folders of
+    ``more`` (label -> folder, e.g. another fine-tuning schedule). Returns two tidy tables:
     (dataset, method, backbone, mean, std, n_seeds) of test MSE, and
     (dataset, head, backbone, trainable_layers, ms_per_step, n_runs) of the
     mean seconds per optimiser step.
@@ -485,7 +562,7 @@ def frozen_vs_finetuned(finetuned_dir: str | Path, frozen_dir: str | Path, datas
     from nona.pipeline.records import method_table, summary_table
 
     scores, steps = [], []
-    for label, folder in (("fine-tuned", finetuned_dir), ("frozen", frozen_dir)):
+    for label, folder in (("fine-tuned", finetuned_dir), ("frozen", frozen_dir), *(more or {}).items()):
         records = [
             RunRecord.load(p)
             for d in datasets
