@@ -108,7 +108,7 @@ rule notebook:
 # they start only once it is selected. The main comparison then uses the
 # selected configuration (selected.json) on every dataset of the profile.
 from nona.pipeline.ablation import ablation_plan, candidate_record_path, get_stage, paper_choice_stage, previous_stage, selected_path, winner_path
-from nona.pipeline.experiment import ARMS, FROZEN_COMPARISON_ARMS, effective_trainable_layers
+from nona.pipeline.experiment import ARMS, FROZEN_COMPARISON_ARMS, check_warm_start, effective_trainable_layers
 
 ABLATION = SETTINGS["ablation"]
 # The training settings every run of this profile shares (the seeds are per job).
@@ -135,12 +135,13 @@ def training_settings(dataset):
 
 
 def job_groups(dataset):
-    """The jobs of one (dataset, seed): group name -> (arms, whether it also trains the frozen comparison).
+    """The jobs of one (dataset, seed): group name -> (arms, the arms it also trains on frozen features).
 
     An arm in ``own_job_arms`` that fine-tunes a backbone block trains in a job of its own (the
     long runs: on 2 cores two of them then run side by side instead of queueing behind one job
     that trains every arm); the other arms and the frozen comparison share one job ("rest").
-    Without ``own_job_arms`` (the paper profile) every arm of a seed trains in one job ("all").
+    With ``warm_start`` an arm's own job also trains its frozen run, which the fine-tuned run
+    starts from. Without ``own_job_arms`` (the paper profile) every arm of a seed trains in one job ("all").
     """
     settings = dataset_settings(dataset)
     requested = settings.get("own_job_arms") or []
@@ -149,9 +150,14 @@ def job_groups(dataset):
         raise ValueError(f"own_job_arms names unknown arms {unknown}; valid values are: {', '.join(ARMS)}")
     tuned = settings.get("trainable_arms") or list(ARMS)
     finetunes = effective_trainable_layers(dataset, settings.get("trainable_layers", 0)) != 0
+    warm = check_warm_start(settings.get("warm_start")) is not None
+    if warm and finetunes and not frozen_comparison(dataset):
+        raise ValueError(f"{dataset}: warm_start starts each fine-tuned run from its frozen run; set frozen_comparison: true")
     own = [arm for arm in requested if arm in tuned] if finetunes else []
-    groups = {arm: ([arm], False) for arm in own}
-    groups["rest" if own else "all"] = ([arm for arm in ARMS if arm not in own], frozen_comparison(dataset))
+    frozen = list(FROZEN_COMPARISON_ARMS) if frozen_comparison(dataset) else []
+    groups = {arm: ([arm], [arm] if warm and arm in frozen else []) for arm in own}
+    rest = [arm for arm in frozen if not (warm and arm in own)]
+    groups["rest" if own else "all"] = ([arm for arm in ARMS if arm not in own], rest)
     return groups
 RUNS_DIR = f"{BUILD}/runs/{PROFILE}"
 # The paper's two heads trained again on frozen features (trainable_layers=0, same seeds): what fine-tuning adds.
@@ -313,7 +319,7 @@ def group_records(dataset, group, seed):
     """The records the job of one (dataset, group, seed) writes."""
     arms, frozen = job_groups(dataset)[group]
     records = [f"{RUNS_DIR}/{dataset}/{arm}/seed{seed}.json" for arm in arms]
-    return records + ([f"{FROZEN_RUNS_DIR}/{dataset}/{arm}/seed{seed}.json" for arm in FROZEN_COMPARISON_ARMS] if frozen else [])
+    return records + [f"{FROZEN_RUNS_DIR}/{dataset}/{arm}/seed{seed}.json" for arm in frozen]
 
 
 def group_of(record):
@@ -327,7 +333,11 @@ def finetune_run_arguments(dataset, group, seed, selected):
     arguments = ["nona.pipeline.experiment", "--dataset", dataset, "--profile", PROFILE, "--seed", seed,
                  "--out-dir", f"{RUNS_DIR}/{dataset}", "--ablation", selected, "--arms", *arms,
                  "--settings-json", as_json(training_settings(dataset))]
-    return arguments + (["--frozen-dir", f"{FROZEN_RUNS_DIR}/{dataset}"] if frozen else [])
+    if not frozen:
+        return arguments
+    # The frozen arms are named only where they are not all of them, so the usual command stays as it was.
+    named = [] if frozen == list(FROZEN_COMPARISON_ARMS) else ["--frozen-arms", *frozen]
+    return arguments + ["--frozen-dir", f"{FROZEN_RUNS_DIR}/{dataset}", *named]
 
 
 # One job per (dataset, seed) trains every arm of the experiment on that split (with a GPU in the paper

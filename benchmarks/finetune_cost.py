@@ -14,10 +14,10 @@ it changes. The quick profile uses it for the datasets it does not fine-tune
 ``--schedules`` picks how the fine-tuned runs start. ``scratch`` is the
 paper's: the pretrained backbone with a new projector and head, for the
 profile's epochs. ``warm`` is linear probing then fine-tuning (LP-FT): the
-projector and head of the same seed's frozen run (trained again here and
-checked against its record, to the last bit), the top's output standardised
-as the frozen features were, then at most ``--warm-epochs`` epochs with
-patience ``--warm-patience``: a cheaper schedule, measured, not the pipeline's.
+projector and head of the same seed's frozen run (which keeps them), the
+top's output standardised as the frozen features were, then at most
+``--warm-epochs`` epochs with patience ``--warm-patience``: the pipeline's
+``warm_start`` setting, off in the quick profile.
 
 Records go to ``--out`` (``<out>/fine-tuned``, ``<out>/frozen`` and
 ``<out>/warm-started``, the pipeline's layout) and are written atomically; a
@@ -31,71 +31,22 @@ Usage: ``OMP_NUM_THREADS=1 python benchmarks/finetune_cost.py [--dataset vader-v
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from nona.io.atomic import write_json
 from nona.io.paths import BUILD_DIR
-from nona.io.provenance import now
 from nona.paper.tables import mean_std
 from nona.pipeline.config import load_profile, training_settings
 from nona.pipeline.experiment import (
     FROZEN_COMPARISON_ARMS,
-    arm_config,
     base_config,
-    describe_run,
     frozen_vs_finetuned,
-    load_features,
     selected_head_configs,
-    train_and_evaluate,
     train_dataset,
 )
 from nona.pipeline.records import record_path
-from nona.train import TrainConfig
-
-
-def warm_started_runs(
-    dataset: str,
-    profile: str,
-    seeds: list[int],
-    base: TrainConfig,
-    head_configs: dict,
-    frozen_dir: Path,
-    out_dir: Path,
-    epochs: int,
-    patience: int,
-) -> None:
-    """Fine-tune Dense and NONA from their frozen runs (LP-FT) into ``out_dir``; skips complete runs."""
-    features = activations = None
-    for arm in FROZEN_COMPARISON_ARMS:
-        for seed in seeds:
-            path = record_path(out_dir, arm, seed)
-            config = arm_config(arm, replace(base, max_epochs=epochs, patience=patience), head_configs, seed)
-            if path.exists() and json.loads(path.read_text())["config"] == config.to_dict():
-                continue
-            if features is None:
-                features, labels, _ = load_features(dataset, 0)
-                activations, _, top = load_features(dataset, base.trainable_layers)
-            frozen = arm_config(arm, replace(base, trainable_layers=0), head_configs, seed)
-            kept: dict = {}
-            again, _ = train_and_evaluate(features, labels, frozen, two_stage=False, kept=kept)
-            recorded = json.loads(record_path(frozen_dir, arm, seed).read_text())
-            if again["test_mse"] != recorded["test_mse"] or recorded["config"] != frozen.to_dict():
-                raise RuntimeError(
-                    f"{dataset} {arm} seed {seed}: the frozen run trained again does not reproduce its record "
-                    f"({again['test_mse']!r} vs {recorded['test_mse']!r}); delete {frozen_dir} and run again"
-                )
-            started = now()
-            record, _ = train_and_evaluate(
-                activations, labels, config, copy.deepcopy(top), warm_start=kept["warm_start"]
-            )
-            describe_run(record, dataset, profile, arm, config, started)
-            write_json(path, record)
-            print(f"{dataset}: {arm} seed {seed} warm-started: test MSE {record['test_mse']:.5f}", flush=True)
 
 
 def main() -> None:
@@ -131,16 +82,17 @@ def main() -> None:
         trainable_arms=list(FROZEN_COMPARISON_ARMS),
     )
     if "warm" in args.schedules:
-        warm_started_runs(
+        train_dataset(
             args.dataset,
             args.profile,
             args.seeds,
+            list(FROZEN_COMPARISON_ARMS),
             base,
-            head_configs,
-            frozen_dir / args.dataset,
             warm_dir / args.dataset,
-            args.warm_epochs,
-            args.warm_patience,
+            head_configs=head_configs,
+            frozen_dir=frozen_dir / args.dataset,
+            trainable_arms=list(FROZEN_COMPARISON_ARMS),
+            warm_start={"max_epochs": args.warm_epochs, "patience": args.warm_patience},
         )
     labels = {"fine-tuned": tuned_dir} if scratch else {}
     labels.update({"warm-started": warm_dir} if "warm" in args.schedules else {})

@@ -320,3 +320,57 @@ def test_warm_start_is_refused_where_it_does_not_apply():
     with pytest.raises(ValueError, match="does not fit this model"):
         other = TrainConfig(**{**config.to_dict(), "embed_dim": 7})
         experiment.train_and_evaluate(activations, labels, other, top, warm_start=kept["warm_start"])
+
+
+def test_train_dataset_warm_starts_fine_tuned_runs_from_their_frozen_runs(tmp_path, monkeypatch):
+    top, activations, features, labels = _top_and_features()
+
+    def fake_load(dataset, trainable_layers=0, device="cpu"):
+        return (features, labels, None) if trainable_layers == 0 else (activations, labels, top)
+
+    monkeypatch.setattr(experiment, "load_features", fake_load)
+    monkeypatch.setattr(experiment, "effective_trainable_layers", lambda dataset, k: k)
+    config = TrainConfig(max_epochs=3, patience=3, batch_size=64, device="cpu", trainable_layers=1)
+    lines = []
+    run = dict(frozen_dir=tmp_path / "frozen", log=lines.append, warm_start={"max_epochs": 2, "patience": 1})
+    records = train_dataset("synthetic-2d", "smoke", [0], ["dense", "nona", "nca"], config, tmp_path / "ft", **run)
+    warm = {r.arm: r for r in records}
+    # Each fine-tuned head starts from its frozen run's kept projector and head, for the warm start's epochs.
+    for arm in ("dense", "nona"):
+        kept = record_path(tmp_path / "frozen", arm, 0).with_suffix(".pt")
+        assert warm[arm].data["warm_start"]["frozen_state_sha256"] == experiment._sha256(kept)
+        assert warm[arm].config["max_epochs"] == 2 and warm[arm].data["epochs"] <= 2
+    assert "warm_start" not in warm["nca"].data and warm["nca"].config["max_epochs"] == 3  # trains on frozen features
+    # The frozen runs trained first.
+    trained = [line.split("training ")[1] for line in lines if ": training " in line]
+    assert [t.split(" seed")[0] for t in trained] == ["dense", "nona", "dense", "nona", "nca"]
+    # Complete: nothing trains again.
+    lines.clear()
+    train_dataset("synthetic-2d", "smoke", [0], ["dense", "nona", "nca"], config, tmp_path / "ft", **run)
+    assert not any(": training " in line for line in lines)
+    # Another kept projector and head (a frozen run trained again) makes its fine-tuned run train again.
+    kept = record_path(tmp_path / "frozen", "nona", 0).with_suffix(".pt")
+    state = torch.load(kept, weights_only=True)
+    state["scale"] = state["scale"] * 2
+    torch.save(state, kept)
+    lines.clear()
+    train_dataset("synthetic-2d", "smoke", [0], ["dense", "nona", "nca"], config, tmp_path / "ft", **run)
+    trained = [line.split("training ")[1].split(" seed")[0] for line in lines if ": training " in line]
+    assert trained == ["nona"]
+    monkeypatch.setattr(experiment, "_backbone_name", lambda dataset, k: "minilm")
+    assert "starting from the frozen runs' projector and head for at most 2 epochs" in experiment.finetuning_statement(
+        records
+    )
+    cold = train_dataset("synthetic-2d", "smoke", [0], ["dense"], config, tmp_path / "cold", log=lines.append)
+    assert "starting from" not in experiment.finetuning_statement(cold)
+
+
+def test_warm_start_settings_are_checked(tmp_path):
+    assert experiment.check_warm_start(None) is None
+    assert experiment.check_warm_start({"max_epochs": 15, "patience": 5}) == {"max_epochs": 15, "patience": 5}
+    for bad in ({"max_epochs": 15}, {"max_epochs": 0, "patience": 5}, {"max_epochs": 15, "patience": True}, 15):
+        with pytest.raises(ValueError, match="warm_start must be"):
+            experiment.check_warm_start(bad)
+    assert experiment.base_config({"warm_start": {"max_epochs": 3, "patience": 1}}) == TrainConfig()
+    with pytest.raises(FileNotFoundError, match="needs its frozen run"):
+        experiment._frozen_state(tmp_path, "dense", 0, "synthetic-2d")

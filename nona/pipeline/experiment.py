@@ -134,9 +134,16 @@ def finetuning_statement(records: list[RunRecord]) -> str:
         else:
             which = ", ".join(sorted(layers))
             trained = "the whole backbone" if which == "all" else f"its last {which} block(s)"
+            warm = [r for r in records if r.dataset == dataset and r.is_paper_arm and "warm_start" in r.data]
+            start = (
+                f", starting from the frozen runs' projector and head for at most {warm[0].config['max_epochs']} "
+                "epochs (linear probing, then fine-tuning; not the paper's schedule)"
+                if warm
+                else ""
+            )
             sentences.append(
                 f"{title}: {trained} of {label} ({weights}) train with the projector and head, on "
-                "activations cached below them."
+                f"activations cached below them{start}."
             )
     return " ".join(sentences)
 
@@ -312,7 +319,7 @@ def train_and_evaluate(
         "label_scaling": scaler.to_dict(),
     }
     if warm_start is not None:
-        record["warm_start"] = "the projector and head of the frozen-backbone run of the same split"
+        record["warm_start"] = {"start": "the projector and head of the frozen-backbone run of the same split"}
     if not two_stage:
         return record, {}
     # The interpolation with k-NN is tuned on the head's validation predictions.
@@ -393,6 +400,25 @@ def _two_stage_extensions(head: str, z: dict, labels: tuple, predictions: dict, 
     return out
 
 
+def check_warm_start(warm_start: Any) -> dict[str, int] | None:
+    """``warm_start`` if it is None or ``{"max_epochs": m, "patience": p}`` (positive integers); else a ValueError."""
+    if warm_start is None:
+        return None
+    valid = isinstance(warm_start, dict) and set(warm_start) == {"max_epochs", "patience"}
+    if not valid or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in warm_start.values()):
+        raise ValueError(
+            "warm_start must be {max_epochs: <positive int>, patience: <positive int>} (the fine-tuning stage of "
+            f"linear probing then fine-tuning) or absent, got {warm_start!r}"
+        )
+    return dict(warm_start)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def train_dataset(
     dataset: str,
     profile: str,
@@ -404,35 +430,58 @@ def train_dataset(
     head_configs: dict[str, dict[str, Any]] | None = None,
     frozen_dir: str | Path | None = None,
     trainable_arms: list[str] | None = None,
+    frozen_arms: list[str] | None = None,
+    warm_start: dict[str, int] | None = None,
 ) -> list[RunRecord]:
     """Train every missing (arm, seed) run of ``dataset`` and return the records of all of them.
 
     ``base.trainable_layers`` says how much of the backbone trains (see the
     module's docstring). ``head_configs`` overrides settings of ``base`` per
     head (e.g. the configuration an ablation selected). With ``frozen_dir``,
-    the paper's two heads are also trained with a frozen backbone
-    (``trainable_layers=0``, same seeds and settings) into that folder, and
-    their records are not returned. ``trainable_arms`` (default: every arm)
+    the paper's two heads (or those of ``frozen_arms``) are also trained with a
+    frozen backbone (``trainable_layers=0``, same seeds and settings) into that
+    folder, and their records are not returned. ``trainable_arms`` (default: every arm)
     names the arms that fine-tune ``base.trainable_layers`` blocks; the other
     arms train on frozen features (``trainable_layers=0``, in their records).
-    A record made with other settings than those requested is trained again.
+    ``warm_start`` (``{"max_epochs": m, "patience": p}``): a fine-tuned Dense or
+    NONA run starts from the projector and head of its frozen run in
+    ``frozen_dir`` (linear probing, then fine-tuning for at most ``m`` epochs);
+    those frozen runs are trained first and keep their projector and head
+    (``seed<k>.pt``). Without it, a fine-tuned run starts from a new projector
+    and head, as in the paper. A record made with other settings than those
+    requested (or from another frozen run) is trained again.
     """
-    for arm in [*arms, *(trainable_arms or [])]:
+    for arm in [*arms, *(trainable_arms or []), *(frozen_arms or [])]:
         if arm not in ARMS:
             raise ValueError(f"unknown arm {arm!r}; valid values are: {', '.join(ARMS)}")
+    warm_start = check_warm_start(warm_start)
     base = replace(base, trainable_layers=effective_trainable_layers(dataset, base.trainable_layers))
     frozen_base = replace(base, trainable_layers=0)
     tuned = set(arms if trainable_arms is None else trainable_arms)
     plan = [(arm, seed, Path(out_dir), base if arm in tuned else frozen_base) for arm in arms for seed in seeds]
     if frozen_dir is not None:
-        plan += [(arm, seed, Path(frozen_dir), frozen_base) for arm in FROZEN_COMPARISON_ARMS for seed in seeds]
+        frozen_plan = [
+            (arm, seed, Path(frozen_dir), frozen_base)
+            for arm in (FROZEN_COMPARISON_ARMS if frozen_arms is None else frozen_arms)
+            for seed in seeds
+        ]
+        # A warm start needs its frozen run first.
+        plan = frozen_plan + plan if warm_start else plan + frozen_plan
     loaded: dict[Any, tuple] = {}
     for arm, seed, folder, arm_base in plan:
         path = record_path(folder, arm, seed)
         config = arm_config(arm, arm_base, head_configs, seed)
+        keeps = warm_start is not None and folder != Path(out_dir) and arm in FROZEN_COMPARISON_ARMS
+        start = None
+        if warm_start is not None and folder == Path(out_dir) and config.trainable_layers != 0:
+            if arm in FROZEN_COMPARISON_ARMS:
+                config = replace(config, **warm_start)
+                start = _frozen_state(frozen_dir, arm, seed, dataset)
         wanted = config.to_dict()
         if path.exists():
-            if json.loads(path.read_text())["config"] == wanted:
+            done = json.loads(path.read_text())
+            same_start = start is None or done.get("warm_start", {}).get("frozen_state_sha256") == start[1]
+            if done["config"] == wanted and same_start and (not keeps or path.with_suffix(".pt").exists()):
                 log(f"{dataset}: {arm} seed {seed} (trainable_layers={config.trainable_layers}) is complete; skipped")
                 continue
             log(f"{dataset}: {arm} seed {seed} has a record made with other settings; training again")
@@ -446,16 +495,35 @@ def train_dataset(
             inputs = RawInputs(backbone, inputs.inputs, inputs.sample_rate)
         started = now()
         log(f"{dataset}: training {arm} seed {seed} (trainable_layers={config.trainable_layers})")
-        record, arrays = train_and_evaluate(inputs, labels, config, backbone)
+        kept: dict[str, WarmStart] | None = {} if keeps else None
+        record, arrays = train_and_evaluate(
+            inputs, labels, config, backbone, warm_start=None if start is None else start[0], kept=kept
+        )
         describe_run(record, dataset, profile, arm, config, started)
+        if start is not None:
+            record["warm_start"]["frozen_state_sha256"] = start[1]
         with atomic_path(path.with_suffix(".npz")) as tmp:
             np.savez_compressed(tmp, **arrays)
+        if kept:
+            with atomic_path(path.with_suffix(".pt")) as tmp:
+                torch.save(vars(kept["warm_start"]), tmp)
         write_json(path, record)
         log(
             f"{dataset}: {arm} seed {seed}: test MSE {record['test_mse']:.5f}, k-NN {record['knn_test_mse']:.5f}, "
             f"{record['epochs']} epochs, {1e3 * record['seconds_per_step']:.1f} ms per step"
         )
     return [RunRecord.load(record_path(out_dir, arm, seed)) for arm in arms for seed in seeds]
+
+
+def _frozen_state(frozen_dir: str | Path | None, arm: str, seed: int, dataset: str) -> tuple[WarmStart, str]:
+    """The projector and head a frozen run kept (``seed<k>.pt`` beside its record), and the file's SHA-256."""
+    path = None if frozen_dir is None else record_path(Path(frozen_dir), arm, seed).with_suffix(".pt")
+    if path is None or not path.exists() or not path.with_suffix(".json").exists():
+        raise FileNotFoundError(
+            f"{dataset}: the warm start of {arm} seed {seed} needs its frozen run's projector and head "
+            f"({path or 'no frozen_dir given'}); train the frozen comparison first (frozen_comparison: true)"
+        )
+    return WarmStart(**torch.load(path, weights_only=True)), _sha256(path)
 
 
 def describe_run(
@@ -489,18 +557,21 @@ def selected_head_configs(selection: str | Path | None) -> dict[str, dict[str, A
     return json.loads(path.read_text())["heads"]
 
 
+# Fine-tuning settings of a profile that are not TrainConfig fields: what the pipeline does with the runs.
+PIPELINE_SETTINGS = {"seeds", "frozen_comparison", "trainable_arms", "warm_start"}
+
+
 def base_config(settings: dict[str, Any]) -> TrainConfig:
     """The base training configuration from a profile's ``finetune`` settings (unknown keys are refused)."""
     fields = set(TrainConfig.__dataclass_fields__)
-    extra = set(settings) - fields - {"seeds", "frozen_comparison", "trainable_arms"}
+    extra = set(settings) - fields - PIPELINE_SETTINGS
     if "backbone_trainable" in extra:
         raise ValueError(
             "the setting backbone_trainable is now trainable_layers: 0 (frozen), k (last k blocks) or 'all'"
         )
     if extra:
         raise ValueError(
-            f"unknown fine-tuning settings {sorted(extra)}; "
-            f"valid are: {', '.join(sorted(fields | {'seeds', 'frozen_comparison', 'trainable_arms'}))}"
+            f"unknown fine-tuning settings {sorted(extra)}; valid are: {', '.join(sorted(fields | PIPELINE_SETTINGS))}"
         )
     return TrainConfig(**{k: v for k, v in settings.items() if k in fields})
 
@@ -522,6 +593,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--frozen-dir", default="", help="also train the paper's two heads on frozen features into this folder"
     )
+    parser.add_argument(
+        "--frozen-arms", nargs="*", default=list(FROZEN_COMPARISON_ARMS), help="the arms trained into --frozen-dir"
+    )
     args = parser.parse_args(argv)
     settings = json.loads(args.settings_json)
     train_dataset(
@@ -534,6 +608,8 @@ def main(argv: list[str] | None = None) -> int:
         head_configs=selected_head_configs(args.ablation),
         frozen_dir=args.frozen_dir or None,
         trainable_arms=settings.get("trainable_arms"),
+        frozen_arms=args.frozen_arms,
+        warm_start=settings.get("warm_start"),
     )
     return 0
 
