@@ -357,6 +357,12 @@ def test_train_dataset_warm_starts_fine_tuned_runs_from_their_frozen_runs(tmp_pa
     train_dataset("synthetic-2d", "smoke", [0], ["dense", "nona", "nca"], config, tmp_path / "ft", **run)
     trained = [line.split("training ")[1].split(" seed")[0] for line in lines if ": training " in line]
     assert trained == ["nona"]
+    # A record whose warm start is written in another form (an earlier version) is trained again, not misread.
+    path = record_path(tmp_path / "ft", "dense", 0)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "warm_start": "from a frozen run"}))
+    lines.clear()
+    train_dataset("synthetic-2d", "smoke", [0], ["dense", "nona", "nca"], config, tmp_path / "ft", **run)
+    assert [line.split("training ")[1].split(" seed")[0] for line in lines if ": training " in line] == ["dense"]
     monkeypatch.setattr(experiment, "_backbone_name", lambda dataset, k: "minilm")
     assert "starting from the frozen runs' projector and head for at most 2 epochs" in experiment.finetuning_statement(
         records

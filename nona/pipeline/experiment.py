@@ -480,7 +480,8 @@ def train_dataset(
         wanted = config.to_dict()
         if path.exists():
             done = json.loads(path.read_text())
-            same_start = start is None or done.get("warm_start", {}).get("frozen_state_sha256") == start[1]
+            marker = done.get("warm_start")  # from other versions: absent, or not this form
+            same_start = start is None or (isinstance(marker, dict) and marker.get("frozen_state_sha256") == start[1])
             if done["config"] == wanted and same_start and (not keeps or path.with_suffix(".pt").exists()):
                 log(f"{dataset}: {arm} seed {seed} (trainable_layers={config.trainable_layers}) is complete; skipped")
                 continue
