@@ -27,6 +27,7 @@ can also train the paper's two heads on frozen features into a second folder
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import time
 from dataclasses import dataclass, replace
@@ -230,11 +231,6 @@ class WarmStart:
     scale: torch.Tensor
 
 
-def _standardise(x_train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
-    mean, scale = standardisation(x_train)
-    return [(x - mean) / scale for x in (x_train, *others)]
-
-
 def train_and_evaluate(
     inputs: torch.Tensor | dict[str, torch.Tensor] | RawInputs,
     labels: np.ndarray,
@@ -267,7 +263,9 @@ def train_and_evaluate(
             raise ValueError(
                 "without a backbone the inputs must be a feature tensor (n, D); pass the backbone (top) that takes them"
             )
-        x_train, x_val, x_test = _standardise(inputs[splits.train], inputs[splits.val], inputs[splits.test])
+        rows = [inputs[idx] for idx in (splits.train, splits.val, splits.test)]
+        mean, scale = standardisation(rows[0])
+        x_train, x_val, x_test = ((x - mean) / scale for x in rows)
         in_dim = inputs.shape[1]
     else:
         x_train, x_val, x_test = (_rows(inputs, idx) for idx in (splits.train, splits.val, splits.test))
@@ -298,7 +296,7 @@ def train_and_evaluate(
     result = fit(model, (x_train, y_train, x_val, y_val), config, sample_weight=weights)
     if kept is not None:
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        kept["warm_start"] = WarmStart(state, *standardisation(inputs[splits.train]))
+        kept["warm_start"] = WarmStart(state, mean, scale)
     # predict moves every batch (and the labels) to the model's device itself.
     predictions = {"test": predict(model, x_test, x_train, y_train).cpu()}
     test_mse = mse(predictions["test"], y_test)
@@ -414,8 +412,6 @@ def check_warm_start(warm_start: Any) -> dict[str, int] | None:
 
 
 def _sha256(path: Path) -> str:
-    import hashlib
-
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -500,7 +496,19 @@ def train_dataset(
         record, arrays = train_and_evaluate(
             inputs, labels, config, backbone, warm_start=None if start is None else start[0], kept=kept
         )
-        describe_run(record, dataset, profile, arm, config, started)
+        record.update(
+            {
+                "dataset": dataset,
+                "profile": profile,
+                "head": arm,
+                "seed": seed,
+                "method": method_name(arm),
+                "knn_method": method_name(arm, knn=True),
+                "trainable_layers": config.trainable_layers,
+                "config": wanted,
+                "provenance": run_provenance(str(resolve_device(config.device)), started),
+            }
+        )
         if start is not None:
             record["warm_start"]["frozen_state_sha256"] = start[1]
         with atomic_path(path.with_suffix(".npz")) as tmp:
@@ -525,25 +533,6 @@ def _frozen_state(frozen_dir: str | Path | None, arm: str, seed: int, dataset: s
             f"({path or 'no frozen_dir given'}); train the frozen comparison first (frozen_comparison: true)"
         )
     return WarmStart(**torch.load(path, weights_only=True)), _sha256(path)
-
-
-def describe_run(
-    record: dict[str, Any], dataset: str, profile: str, arm: str, config: TrainConfig, started: str
-) -> None:
-    """Add to a run's record what it was (dataset, profile, arm, seed, configuration) and its provenance."""
-    record.update(
-        {
-            "dataset": dataset,
-            "profile": profile,
-            "head": arm,
-            "seed": config.seed,
-            "method": method_name(arm),
-            "knn_method": method_name(arm, knn=True),
-            "trainable_layers": config.trainable_layers,
-            "config": config.to_dict(),
-            "provenance": run_provenance(str(resolve_device(config.device)), started),
-        }
-    )
 
 
 def selected_head_configs(selection: str | Path | None) -> dict[str, dict[str, Any]]:
