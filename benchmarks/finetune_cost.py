@@ -8,8 +8,8 @@ fine-tuned, with the profile's other fine-tuning settings for that dataset
 each, as a pipeline job would. Prints the
 test MSE of the four regressors (mean ± std over the seeds) and the training
 seconds, so that what a setting costs the build can be weighed against what
-it changes. The quick profile uses it for the datasets it does not fine-tune
-(vader-valence: MiniLM's last layer).
+it changes. The quick profile's schedule for vader-valence (MiniLM's last layer)
+was chosen with it.
 
 ``--schedules`` picks how the fine-tuned runs start. ``scratch`` is the
 paper's: the pretrained backbone with a new projector and head, for the
@@ -17,7 +17,7 @@ profile's epochs. ``warm`` is linear probing then fine-tuning (LP-FT): the
 projector and head of the same seed's frozen run (which keeps them), the
 top's output standardised as the frozen features were, then at most
 ``--warm-epochs`` epochs with patience ``--warm-patience``: the pipeline's
-``warm_start`` setting, off in the quick profile.
+``warm_start`` setting, which the quick profile uses for vader-valence.
 
 Records go to ``--out`` (``<out>/fine-tuned``, ``<out>/frozen`` and
 ``<out>/warm-started``, the pipeline's layout) and are written atomically; a

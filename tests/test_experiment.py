@@ -191,9 +191,21 @@ def test_quick_profile_trains_each_fine_tuning_arm_in_a_job_of_its_own():
     # with the frozen comparison; one job per seed each.
     assert arms == ["dense"] * 3 + ["nca dknn dense-knnw"] * 3 + ["nona"] * 3
     assert all(("--frozen-dir" in c) == ("nca" in c) for c in digits)
-    # vader-valence keeps MiniLM frozen: every arm of a seed in one job.
+    # vader-valence fine-tunes MiniLM's last layer from the frozen runs (warm_start): Dense's and
+    # NONA's jobs each train their own frozen run first, the extension arms' job trains none.
     vader = [c for c in commands if "--dataset vader-valence" in c]
-    assert len(vader) == 3 and all("--arms dense nona nca dknn dense-knnw " in c for c in vader)
+
+    def arms_and_frozen(command):
+        frozen = command.split("--frozen-arms ")[1].split(" ")[0] if "--frozen-arms" in command else ""
+        return command.split("--arms ")[1].split(" --")[0], frozen
+
+    layout = sorted(arms_and_frozen(c) for c in vader)
+    assert layout == [("dense", "dense")] * 3 + [("nca dknn dense-knnw", "")] * 3 + [("nona", "nona")] * 3
+    assert all('"warm_start": {"max_epochs": 15, "patience": 5}' in c for c in vader)
+    # heart-rate-audio has no pretrained encoder: every arm of a seed in one job, no frozen comparison.
+    audio = [c for c in commands if "--dataset heart-rate-audio" in c]
+    assert len(audio) == 3
+    assert all("--arms dense nona nca dknn dense-knnw " in c and "--frozen-dir" not in c for c in audio)
     assert not any("own_job_arms" in c for c in commands)
 
 
