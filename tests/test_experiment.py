@@ -376,8 +376,11 @@ def test_train_dataset_warm_starts_fine_tuned_runs_from_their_frozen_runs(tmp_pa
     train_dataset("synthetic-2d", "smoke", [0], ["dense", "nona", "nca"], config, tmp_path / "ft", **run)
     assert [line.split("training ")[1].split(" seed")[0] for line in lines if ": training " in line] == ["dense"]
     monkeypatch.setattr(experiment, "_backbone_name", lambda dataset, k: "minilm")
-    assert "starting from the frozen runs' projector and head for at most 2 epochs" in experiment.finetuning_statement(
-        records
+    statement = experiment.finetuning_statement(records)
+    assert "starting from the frozen runs' projector and head for at most 2 epochs" in statement
+    assert (
+        ": the last block of MiniLM (pretrained) trains with the projector and head, on activations cached below it,"
+        in statement
     )
     cold = train_dataset("synthetic-2d", "smoke", [0], ["dense"], config, tmp_path / "cold", log=lines.append)
     assert "starting from" not in experiment.finetuning_statement(cold)

@@ -134,7 +134,11 @@ def finetuning_statement(records: list[RunRecord]) -> str:
             sentences.append(f"{title}: {label} ({weights}) stays frozen; the heads train on its cached features.")
         else:
             which = ", ".join(sorted(layers))
-            trained = "the whole backbone" if which == "all" else f"its last {which} block(s)"
+            trained = {
+                "all": f"all of {label} ({weights}) trains",
+                "1": f"the last block of {label} ({weights}) trains",
+            }.get(which, f"the last {which} blocks of {label} ({weights}) train")
+            cached = "" if which == "all" else f", on activations cached below {'it' if which == '1' else 'them'}"
             warm = [r for r in records if r.dataset == dataset and r.is_paper_arm and "warm_start" in r.data]
             start = (
                 f", starting from the frozen runs' projector and head for at most {warm[0].config['max_epochs']} "
@@ -142,10 +146,7 @@ def finetuning_statement(records: list[RunRecord]) -> str:
                 if warm
                 else ""
             )
-            sentences.append(
-                f"{title}: {trained} of {label} ({weights}) train with the projector and head, on "
-                f"activations cached below them{start}."
-            )
+            sentences.append(f"{title}: {trained} with the projector and head{cached}{start}.")
     return " ".join(sentences)
 
 
