@@ -5,8 +5,10 @@ authors' projector and a head, on the cached activations that enter the top,
 forward + backward + Adam update.
 
 - **EfficientNet-Lite0's last stage** (digits-rotation, 64 x 64 images: cached
-  ``(b, 192, 2, 2)`` maps): ``channels-last`` is what ``top(1)`` runs (its input
-  is converted to NHWC); ``NCHW`` calls the same modules on the maps as cached.
+  ``(b, 192, 2, 2)`` maps): ``pixel rows`` is what ``top(1)`` runs on a CPU (1x1
+  convolutions as matrix products over pixels, the depthwise convolution as a
+  per-channel mixing of the four pixels); ``channels-last`` runs the convolution
+  modules on NHWC maps, what it ran before and still runs on a GPU.
 - **MiniLM's last transformer layer** (vader-valence words, cached hidden states
   and masks of random training words): ``packed`` is what ``top(1)`` runs (the
   linear maps on real tokens only); ``padded`` runs the library's layer on the
@@ -44,7 +46,8 @@ def make_step(top: torch.nn.Module, features: Callable, inputs, head: str, batch
         [
             {"params": list(top.parameters()), "lr": 1e-4},
             {"params": [*projector.parameters(), *model_head.parameters()], "lr": 1e-3},
-        ]
+        ],
+        fused=True,  # as nona.train builds it
     )
     labels = torch.rand(batch)
 
@@ -62,10 +65,14 @@ def efficientnet_layouts(batch: int) -> tuple[torch.nn.Module, dict[str, Callabl
     """EfficientNet-Lite0's top and its two layouts, on random maps."""
     top = get_backbone("efficientnet_lite0", image_size=64).top(1).train()
 
-    def nchw(h: torch.Tensor) -> torch.Tensor:  # the same modules as top.forward, without the NHWC conversion
-        return top.global_pool(top.bn2(top.conv_head(top.stages(h))))
+    def form(rows: bool) -> Callable:
+        def forward(h: torch.Tensor) -> torch.Tensor:
+            top.rows = rows
+            return top(h)
 
-    return top, {"NCHW": nchw, "channels-last": top}, torch.randn(batch, 192, 2, 2)
+        return forward
+
+    return top, {"channels-last": form(False), "pixel rows": form(True)}, torch.randn(batch, 192, 2, 2)
 
 
 def minilm_layouts(batch: int, words: list[str]) -> tuple[torch.nn.Module, dict[str, Callable], dict]:
@@ -114,7 +121,7 @@ def main() -> None:
     print("\n| top | head | b | before (ms) | now (ms) | speed-up |\n| --- | --- | ---: | ---: | ---: | ---: |")
     runs = [("dense", args.batch[0]), *[("nona", b) for b in args.batch[1:]]]
     for label, make in (
-        ("EfficientNet-Lite0 last stage: NCHW → channels-last", efficientnet_layouts),
+        ("EfficientNet-Lite0 last stage: channels-last → pixel rows", efficientnet_layouts),
         ("MiniLM last layer: padded → packed", lambda b: minilm_layouts(b, words)),
     ):
         for head, batch in runs:

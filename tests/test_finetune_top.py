@@ -29,6 +29,43 @@ def test_efficientnet_top_on_cached_activations_is_the_backbone(lite0, k):
         torch.testing.assert_close(lite0.top(k)(lite0.below(x, k)), lite0.embed(x))
 
 
+@pytest.mark.parametrize("side", [2, 3])
+def test_efficientnet_rows_forward_matches_the_modules_in_value_gradient_and_statistics(side):
+    # float64, so rounding cannot hide a wrong term; train mode updates the running statistics.
+    tops, outputs, grads, buffers = [], [], [], []
+    for rows in (True, False):
+        torch.manual_seed(0)
+        top = get_backbone("efficientnet_lite0", pretrained=False, image_size=64).double().top(1).train()
+        assert top.rows and top.rows_max_pixels == 9
+        top.rows = rows
+        h = torch.randn(6, 192, side, side, dtype=torch.float64)
+        out = top(h)
+        (out * torch.linspace(-1, 1, out.shape[1], dtype=out.dtype)).sum().backward()
+        tops.append(top)
+        outputs.append(out.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in top.parameters()]))
+        buffers.append(torch.cat([b.double().flatten() for b in top.buffers()]))
+    torch.testing.assert_close(outputs[0], outputs[1], atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(buffers[0], buffers[1], atol=1e-12, rtol=1e-10)
+    assert grads[0].abs().max() > 0
+    with torch.no_grad():
+        h = torch.randn(4, 192, side, side, dtype=torch.float64)
+        torch.testing.assert_close(tops[0].eval()(h), tops[1].eval()(h), atol=1e-12, rtol=1e-10)
+
+
+def test_efficientnet_rows_forward_runs_only_where_it_is_exact_and_cheap(lite0, monkeypatch):
+    top = lite0.top(1)
+    calls = []
+    monkeypatch.setattr(type(top), "_rows_forward", lambda self, h: calls.append(h.shape) or torch.zeros(len(h), 1280))
+    with torch.no_grad():
+        top(torch.randn(2, 192, 3, 3))  # 9 pixels: a 3 x 3 window's work
+        top(torch.randn(2, 192, 4, 4))  # 16 pixels: the convolution modules
+    assert calls == [(2, 192, 3, 3)]
+    # The second-to-last stage starts with a stride-2 block: no pixel-rows form for the last two stages.
+    assert not lite0.top(2).rows
+
+
 @pytest.mark.parametrize("k", [1, 5])
 def test_audio_cnn_top_on_cached_activations_is_the_backbone(audio, k):
     wave = audio.transform(np.random.default_rng(1).standard_normal((2, 4000)).astype(np.float32), sample_rate=4000)

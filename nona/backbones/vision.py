@@ -159,15 +159,137 @@ class _EfficientNetTop(nn.Module):
         self.stages = model.blocks[backbone.n_blocks - k :]
         self.conv_head, self.bn2, self.global_pool = model.conv_head, model.bn2, model.global_pool
         self.out_dim = backbone.out_dim
+        # Whether the pixel-rows forward below can run these stages (on a CPU it does, for small maps).
+        self.rows = (
+            all(_rows_block(block) for stage in self.stages for block in stage)
+            and _pointwise(self.conv_head)
+            and _norm_act(self.bn2)
+        )
+        # Its depthwise convolutions mix all pixels of a map: no more work than the k x k windows
+        # while a map has at most k * k pixels (the last stage at 64 x 64 inputs: 2 x 2, k = 3).
+        windows = [block.conv_dw.kernel_size for stage in self.stages for block in stage] if self.rows else []
+        self.rows_max_pixels = min((kh * kw for kh, kw in windows), default=0)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """Pooled features (b, out_dim)."""
+        if self.rows and h.device.type == "cpu" and h.shape[-2] * h.shape[-1] <= self.rows_max_pixels:
+            return self._rows_forward(h)
         # Channels-last (NHWC) input: oneDNN's depthwise and 1x1 convolutions, forward and
-        # backward, are faster on it. One fine-tuning step of the last stage on a CPU, one
-        # thread, (b, 192, 2, 2) cached maps: 65 -> 41 ms at b = 64, 307 -> 176 ms at b = 256
-        # (benchmarks/finetune_step.py); same values up to rounding.
+        # backward, are faster on it than on NCHW.
         h = h.contiguous(memory_format=torch.channels_last)
         return self.global_pool(self.bn2(self.conv_head(self.stages(h))))
+
+    def _rows_forward(self, h: torch.Tensor) -> torch.Tensor:
+        """The same modules' arithmetic on a (b, H, W, C) layout, 1x1 convolutions as matrix products.
+
+        On the tiny maps that reach the last stage (digits-rotation: 2 x 2), oneDNN's
+        convolution backward is most of a CPU training step: 82 of 124 ms for Dense at
+        b = 64 on an AVX2 core, 41 ms of it the 3 x 3 depthwise convolution alone. A 1x1
+        convolution is a matrix product over pixels (``F.linear`` on the channel axis),
+        a depthwise convolution a per-channel mixing of the map's few pixels, and batch
+        normalisation over (b, H, W) the same statistics as over rows of pixels; same
+        parameters and running statistics, so values agree up to rounding
+        (tests/test_finetune_top.py). 124 -> 60 ms for that step
+        (benchmarks/finetune_step.py times both forms).
+        """
+        x = h.permute(0, 2, 3, 1)
+        for stage in self.stages:
+            for block in stage:
+                shortcut = x
+                x = _rows_norm(_rows_linear(x, block.conv_pw), block.bn1)
+                x = _rows_norm(_rows_depthwise(x, block.conv_dw), block.bn2)
+                x = _rows_norm(_rows_linear(x, block.conv_pwl), block.bn3)
+                if block.has_skip:
+                    x = x + shortcut
+        x = _rows_norm(_rows_linear(x, self.conv_head), self.bn2)
+        return x.mean(dim=(1, 2))
+
+
+def _rows_block(block: nn.Module) -> bool:
+    """Whether a block is an inverted residual that ``_rows_forward`` reproduces: stride 1, no SE, no extras."""
+    dw = getattr(block, "conv_dw", None)
+    return (
+        all(hasattr(block, name) for name in ("conv_pw", "bn1", "bn2", "conv_pwl", "bn3", "has_skip"))
+        and _pointwise(block.conv_pw)
+        and _pointwise(block.conv_pwl)
+        and all(_norm_act(getattr(block, name)) for name in ("bn1", "bn2", "bn3"))
+        and isinstance(dw, nn.Conv2d)
+        and dw.stride == (1, 1)
+        and dw.dilation == (1, 1)
+        and dw.groups == dw.in_channels == dw.out_channels
+        and dw.padding == (dw.kernel_size[0] // 2, dw.kernel_size[1] // 2)
+        and dw.bias is None
+        and getattr(block, "conv_s2d", None) is None
+        and all(isinstance(getattr(block, name, nn.Identity()), nn.Identity) for name in ("se", "aa", "drop_path"))
+    )
+
+
+def _pointwise(conv: nn.Module) -> bool:
+    """Whether a module is a 1x1 convolution without bias (a matrix product over pixels)."""
+    return (
+        isinstance(conv, nn.Conv2d)
+        and conv.kernel_size == (1, 1)
+        and conv.stride == (1, 1)
+        and conv.groups == 1
+        and conv.bias is None
+    )
+
+
+def _norm_act(bn: nn.Module) -> bool:
+    """Whether a module is a batch norm with timm's ``drop`` and ``act`` (BatchNormAct2d)."""
+    return isinstance(bn, nn.BatchNorm2d) and hasattr(bn, "act") and hasattr(bn, "drop")
+
+
+def _rows_linear(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A 1x1 convolution (no bias) on a (b, H, W, C) tensor."""
+    return F.linear(x, conv.weight.flatten(1))
+
+
+def _pixel_mixing(conv: nn.Conv2d, height: int, width: int) -> torch.Tensor:
+    """A stride-1 'same' depthwise convolution on an H x W map as one (P, P, C) matrix per channel, P = H * W.
+
+    Entry (p, q, c) is the kernel weight that carries pixel q to pixel p in channel c, or 0
+    where q lies outside p's window.
+    """
+    kh, kw = conv.kernel_size
+    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    rows, cols = rows.flatten(), cols.flatten()
+    di = rows[None, :] - rows[:, None] + kh // 2  # (p, q): kernel row that reads pixel q for pixel p
+    dj = cols[None, :] - cols[:, None] + kw // 2
+    inside = (di >= 0) & (di < kh) & (dj >= 0) & (dj < kw)
+    index = torch.where(inside, di * kw + dj, kh * kw).to(conv.weight.device)  # kh * kw: the zero slot
+    weights = conv.weight.flatten(1)  # (C, kh * kw)
+    weights = torch.cat([weights, weights.new_zeros(len(weights), 1)], dim=1)
+    return weights[:, index].permute(1, 2, 0)  # (P, P, C)
+
+
+def _rows_depthwise(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A stride-1 'same' depthwise convolution on a (b, H, W, C) tensor, as per-channel mixing of its pixels."""
+    b, height, width, channels = x.shape
+    pixels = x.reshape(b, 1, height * width, channels)
+    mixed = (pixels * _pixel_mixing(conv, height, width)).sum(dim=2)  # (b, P, C)
+    return mixed.view(b, height, width, channels)
+
+
+def _rows_norm(x: torch.Tensor, bn: nn.Module) -> torch.Tensor:
+    """A BatchNormAct2d (timm) on a (b, H, W, C) tensor: batch statistics over pixels, then its activation."""
+    momentum = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            momentum = 1.0 / float(bn.num_batches_tracked)
+    tracked = not bn.training or bn.track_running_stats
+    rows = F.batch_norm(
+        x.reshape(-1, x.shape[-1]),
+        bn.running_mean if tracked else None,
+        bn.running_var if tracked else None,
+        bn.weight,
+        bn.bias,
+        bn.training or bn.running_mean is None,
+        momentum,
+        bn.eps,
+    )
+    return bn.act(bn.drop(rows)).view(x.shape)
 
 
 _TORCHVISION = {
