@@ -266,8 +266,10 @@ def _pixel_mixing(conv: nn.Conv2d, height: int, width: int) -> torch.Tensor:
 def _rows_depthwise(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """A stride-1 'same' depthwise convolution on a (b, H, W, C) tensor, as per-channel mixing of its pixels."""
     b, height, width, channels = x.shape
-    pixels = x.reshape(b, 1, height * width, channels)
-    mixed = (pixels * _pixel_mixing(conv, height, width)).sum(dim=2)  # (b, P, C)
+    pixels = x.reshape(b, height * width, channels)
+    mixing = _pixel_mixing(conv, height, width)
+    # One output pixel at a time: a (b, P, C) product each, not a (b, P, P, C) one.
+    mixed = torch.stack([(pixels * mixing[p]).sum(dim=1) for p in range(height * width)], dim=1)
     return mixed.view(b, height, width, channels)
 
 
