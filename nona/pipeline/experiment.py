@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 import time
 from dataclasses import dataclass, replace
@@ -412,10 +413,6 @@ def check_warm_start(warm_start: Any) -> dict[str, int] | None:
     return dict(warm_start)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def train_dataset(
     dataset: str,
     profile: str,
@@ -469,16 +466,18 @@ def train_dataset(
         path = record_path(folder, arm, seed)
         config = arm_config(arm, arm_base, head_configs, seed)
         keeps = warm_start is not None and folder != Path(out_dir) and arm in FROZEN_COMPARISON_ARMS
-        start = None
+        start, start_sha256 = None, None
         if warm_start is not None and folder == Path(out_dir) and config.trainable_layers != 0:
             if arm in FROZEN_COMPARISON_ARMS:
                 config = replace(config, **warm_start)
-                start = _frozen_state(frozen_dir, arm, seed, dataset)
+                start, start_sha256 = _frozen_state(frozen_dir, arm, seed, dataset)
         wanted = config.to_dict()
         if path.exists():
             done = json.loads(path.read_text())
             marker = done.get("warm_start")  # from other versions: absent, or not this form
-            same_start = start is None or (isinstance(marker, dict) and marker.get("frozen_state_sha256") == start[1])
+            same_start = start is None or (
+                isinstance(marker, dict) and marker.get("frozen_state_sha256") == start_sha256
+            )
             if done["config"] == wanted and same_start and (not keeps or path.with_suffix(".pt").exists()):
                 log(f"{dataset}: {arm} seed {seed} (trainable_layers={config.trainable_layers}) is complete; skipped")
                 continue
@@ -494,9 +493,7 @@ def train_dataset(
         started = now()
         log(f"{dataset}: training {arm} seed {seed} (trainable_layers={config.trainable_layers})")
         kept: dict[str, WarmStart] | None = {} if keeps else None
-        record, arrays = train_and_evaluate(
-            inputs, labels, config, backbone, warm_start=None if start is None else start[0], kept=kept
-        )
+        record, arrays = train_and_evaluate(inputs, labels, config, backbone, warm_start=start, kept=kept)
         record.update(
             {
                 "dataset": dataset,
@@ -511,7 +508,7 @@ def train_dataset(
             }
         )
         if start is not None:
-            record["warm_start"]["frozen_state_sha256"] = start[1]
+            record["warm_start"]["frozen_state_sha256"] = start_sha256
         with atomic_path(path.with_suffix(".npz")) as tmp:
             np.savez_compressed(tmp, **arrays)
         if kept:
@@ -533,7 +530,9 @@ def _frozen_state(frozen_dir: str | Path | None, arm: str, seed: int, dataset: s
             f"{dataset}: the warm start of {arm} seed {seed} needs its frozen run's projector and head "
             f"({path or 'no frozen_dir given'}); train the frozen comparison first (frozen_comparison: true)"
         )
-    return WarmStart(**torch.load(path, weights_only=True)), _sha256(path)
+    # Read once: the state loads from the same bytes that are hashed.
+    data = path.read_bytes()
+    return WarmStart(**torch.load(io.BytesIO(data), weights_only=True)), hashlib.sha256(data).hexdigest()
 
 
 def selected_head_configs(selection: str | Path | None) -> dict[str, dict[str, Any]]:
