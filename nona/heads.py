@@ -46,6 +46,23 @@ def _check_finite(*named: tuple[str, Tensor]) -> None:
             raise ValueError(f"{name} contains NaN or inf (first offending indices: {bad}); clean the input first")
 
 
+def _check_inputs_finite(z: Tensor, z_n: Tensor, y_n: Tensor) -> None:
+    _check_finite(("z", z), ("y_n", y_n)) if z_n is z else _check_finite(("z", z), ("z_n", z_n), ("y_n", y_n))
+
+
+def _check_prediction_finite(out: Tensor, z: Tensor, z_n: Tensor, y_n: Tensor) -> Tensor:
+    """Return ``out``; if it holds a NaN or inf, raise ValueError naming the input that holds one first.
+
+    A NaN or inf anywhere in ``z``, ``z_n`` or ``y_n`` reaches every prediction it
+    touches (a weight of exactly 0 times a NaN or inf label is NaN), so checking
+    the ``b`` predictions finds bad inputs with one reduction instead of one per
+    input. Finite inputs whose prediction still overflows pass, as before.
+    """
+    if not math.isfinite(out.sum().item()):
+        _check_inputs_finite(z, z_n, y_n)
+    return out
+
+
 def _same_points(z: Tensor, z_n: Tensor) -> bool:
     # The same tensor, or a view of the same memory with the same layout.
     return z is z_n or (
@@ -77,44 +94,38 @@ def attend_forward(
     entries may then be overwritten with ``-inf`` rather than restored afterwards.
     """
     if own is None:
-        weights = torch.sub(logits, logits.amax(dim=1, keepdim=True)).exp_()
+        weights = torch.softmax(logits, dim=1)
     elif owned:
-        raw = put_own(logits.data, own, float("-inf"))
-        weights = torch.sub(raw, raw.amax(dim=1, keepdim=True)).exp_()
+        weights = torch.softmax(put_own(logits.data, own, float("-inf")), dim=1)
     else:
-        # The own entries are set to -inf for the row maximum and the exponential,
-        # then restored: through .data, so that autograd, which may have saved
-        # `logits` for another node, does not see a modification.
+        # The own entries are set to -inf for the softmax, then restored: through
+        # .data, so that autograd, which may have saved `logits` for another node,
+        # does not see a modification.
         raw = logits.data
         saved = own_values(raw, own)
-        put_own(raw, own, float("-inf"))
-        weights = torch.sub(raw, raw.amax(dim=1, keepdim=True)).exp_()
+        weights = torch.softmax(put_own(raw, own, float("-inf")), dim=1)
         put_own(raw, own, saved)
-    # Two matrix-vector passes: a product with the columns [y, 1] is a
-    # two-column gemm, several times slower than both on CPU.
-    total = weights.sum(dim=1)
-    out = (weights @ y).div_(total)
-    return out, (weights, y, out, total)
+    out = weights @ y
+    return out, (weights, y, out)
 
 
 def attend_backward(grad: Tensor, saved: tuple[Tensor, ...], needs: tuple) -> tuple[Tensor | None, Tensor | None]:
     """Gradients ``(to logits, to y)`` of :func:`attend_forward`; ``needs`` as autograd's needs_input_grad."""
-    weights, y, out, total = saved
-    scaled = grad / total
+    weights, y, out = saved
     grad_logits = grad_y = None
     if needs[0]:
-        # w_ij (y_j - out_i) scaled_i, in three elementwise passes (torch.addr is slower).
-        grad_logits = torch.sub(y, out.unsqueeze(1)).mul_(weights).mul_(scaled.unsqueeze(1))
+        # p_ij (y_j - out_i) grad_i, in three elementwise passes (torch.addr is slower).
+        grad_logits = torch.sub(y, out.unsqueeze(1)).mul_(weights).mul_(grad.unsqueeze(1))
     if needs[1]:
-        grad_y = scaled @ weights
+        grad_y = grad @ weights
     return grad_logits, grad_y
 
 
 class _Attend(torch.autograd.Function):
     """``softmax(logits) @ y`` with each row's own column (``own``) left out, analytic backward.
 
-    The backward pass needs only the unnormalised weights and the row sums:
-    ``d y_hat_i / d logit_ij = w_ij (y_j - y_hat_i)``.
+    The backward pass needs only the weights and the prediction:
+    ``d y_hat_i / d logit_ij = p_ij (y_j - y_hat_i)``.
     """
 
     @staticmethod
@@ -229,7 +240,8 @@ class NONA(nn.Module):
         """The rbf bandwidth (1.0 for the other similarities, where it is unused)."""
         return self.log_gamma.exp() if self.log_gamma is not None else 1.0
 
-    def _validate(self, z: Tensor, z_n: Tensor, y_n: Tensor, exclude_self: bool) -> None:
+    def _validate(self, z: Tensor, z_n: Tensor, y_n: Tensor, exclude_self: bool, values: bool = True) -> None:
+        """Raise ValueError on bad shapes, and (``values``) on a NaN or inf in the inputs."""
         if z.dim() != 2 or z_n.dim() != 2:
             raise ValueError(
                 f"z and z_n must be 2-D (one row per point); got shapes {tuple(z.shape)} and {tuple(z_n.shape)}"
@@ -253,7 +265,8 @@ class NONA(nn.Module):
                 raise ValueError(
                     "exclude_self=True with a single point leaves it no neighbour; use a batch of 2 or more"
                 )
-        _check_finite(("z", z), ("y_n", y_n)) if z_n is z else _check_finite(("z", z), ("z_n", z_n), ("y_n", y_n))
+        if values:
+            _check_inputs_finite(z, z_n, y_n)
         warn_if_self_neighbours(z, z_n, exclude_self)
 
     def scores(self, z: Tensor, z_n: Tensor, self_index: Tensor | int | None = None) -> Tensor:
@@ -329,9 +342,12 @@ class NONA(nn.Module):
             When gradients are enabled, ``z_n`` is ``z`` and ``exclude_self``
             is False: each point would see its own label.
         """
-        self._validate(z, z_n, y_n, exclude_self)
+        self._validate(z, z_n, y_n, exclude_self, values=False)
         if y_n.dtype != z.dtype:
             y_n = y_n.to(z.dtype)
+        return _check_prediction_finite(self._predict(z, z_n, y_n, exclude_self), z, z_n, y_n)
+
+    def _predict(self, z: Tensor, z_n: Tensor, y_n: Tensor, exclude_self: bool) -> Tensor:
         if not exclude_self and not torch.is_grad_enabled():
             return predict_no_grad(self, z, z_n, y_n)
         step = self.rows_per_chunk(z_n.shape[0], z.element_size())

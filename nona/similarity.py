@@ -59,12 +59,12 @@ def _rows_times_matrix(weights: Tensor, points: Tensor, transpose: bool) -> Tens
 
 
 def _both_roles(weights: Tensor, zc: Tensor) -> Tensor:
-    # sum_j W_ij (z_i - z_j) + sum_j W_ji (z_i - z_j), for z_n = z. (Summing W + W^T first
-    # saves a product and some kernels below about 200 rows, but then the counted FLOPs of a
-    # step, Figure 4's measure, would change form with the batch size; not done.)
-    rows_and_columns = weights.sum(dim=1, keepdim=True) + weights.sum(dim=0).unsqueeze(1)
-    products = _rows_times_matrix(weights, zc, transpose=False) + _rows_times_matrix(weights, zc, transpose=True)
-    return products.neg_().addcmul_(rows_and_columns, zc)
+    # sum_j W_ij (z_i - z_j) + sum_j W_ji (z_i - z_j), for z_n = z: with S = W + W^T,
+    # S 1 * z - S z, one product. W^T is copied contiguous first: adding the strided
+    # transpose directly runs 2x slower from about 512 rows (cache misses), the copy
+    # about as fast as the second product it replaces (benchmarks/train_step.py).
+    both = weights.T.contiguous().add_(weights)
+    return both.sum(dim=1, keepdim=True).mul(zc).sub_(both @ zc)
 
 
 def distances_forward(
@@ -81,12 +81,10 @@ def distances_forward(
     zc = z - centre
     same = z_n is z
     znc = zc if same else z_n - centre
-    ones = torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)
-    ones_n = ones if same else torch.ones(z_n.shape[0], 1, dtype=z.dtype, device=z.device)
-    sq = (zc * zc).sum(dim=1, keepdim=True)
-    sq_n = sq if same else (znc * znc).sum(dim=1, keepdim=True)
-    # One product [-2 z, |z|^2, 1] [z_n, 1, |z_n|^2]^T writes |z - z_n|^2 in a single pass.
-    out = torch.mm(torch.cat([zc * -2.0, sq, ones], dim=1), torch.cat([znc, ones_n, sq_n], dim=1).T)
+    sq = torch.linalg.vecdot(zc, zc)
+    sq_n = sq if same else torch.linalg.vecdot(znc, znc)
+    # |z - z_n|^2 = |z_n|^2 - 2 z z_n^T + |z|^2: one product that starts from |z_n|^2, one sum.
+    out = torch.addmm(sq_n.unsqueeze(0), zc, znc.T, alpha=-2.0).add_(sq.unsqueeze(1))
     floor = _squared_floor(out.dtype) if root else 0.0
     out.clamp_min_(floor)
     slope = None

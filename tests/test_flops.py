@@ -40,12 +40,11 @@ def test_dense_head_flops_are_linear_in_n_and_d():
 
 def test_counted_flops_match_the_matrix_products():
     n, d = 40, 12
-    # The similarity is one product forward and two backward (gradients for both operands): 3 x 2dN^2.
-    # The hand-written backward of the distances adds 4N^2 counted FLOPs whatever d is: its
-    # products with an inner dimension of one (N x 1 by 1 x N), which torch counts as mm.
-    assert head_flops("nona-l2", n, d) == 6 * d * n * n + 4 * n * n
-    assert head_flops("nona-rbf", n, d) == 6 * d * n * n + 4 * n * n
-    assert head_flops("nona-l2", n, 2 * d) - head_flops("nona-l2", n, d) == 6 * d * n * n
+    # The similarity is one product forward (addmm) and one backward: the batch is its own
+    # neighbour set, so both operands' gradients come from one product (W + W^T) z: 2 x 2dN^2.
+    assert head_flops("nona-l2", n, d) == 4 * d * n * n
+    assert head_flops("nona-rbf", n, d) == 4 * d * n * n
+    assert head_flops("nona-l2", n, 2 * d) - head_flops("nona-l2", n, d) == 4 * d * n * n
     # The dense head: forward, and gradients for its weight and its input: 3 x 2Nd.
     assert head_flops("dense", n, d) == 6 * n * d
     # The linear layer 4d -> d: forward and weight gradient only (its inputs need no gradient).
