@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from nona import NONA, DenseHead, Projector, SoftStep
+from nona import NONA, DenseHead, Projector, SoftStep, inference
 from nona.similarity import SIMILARITIES, similarity
 from nona.softstep import s1, s2
 from tests.degenerate import degenerate_cases
@@ -89,6 +89,33 @@ def test_head_matches_reference(kind, variant, exclude_self, grad):
     params = None if variant is None else mask_params(head, zt)
     want = nona_ref(z, zn, yn, kind, None if variant is None else variant[0], params, exclude_self, gamma=0.7)
     np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", SIMILARITIES)
+@pytest.mark.parametrize("variant", [None, ("s2", "global"), ("s2", "pointwise"), ("s1", "pointwise")])
+def test_tiled_inference_matches_reference(kind, variant, monkeypatch):
+    # Tiles of 16 rows x 40 neighbours over 9 x 130 scores: several tiles per row, the last
+    # one partial. The nearest neighbours are last and the others 40-400 units away, so the
+    # first tiles' weights would underflow to 0 in float32 without the online rescaling.
+    monkeypatch.setattr(inference, "TILE_ROWS", 16)
+    monkeypatch.setattr(inference, "TILE_COLUMNS", 40)
+    rng = np.random.default_rng(12)
+    head = make_head(kind, variant)
+    z = rng.normal(size=(9, DIM))
+    far = rng.normal(size=(120, DIM)) * 10 + rng.uniform(40, 400, size=(120, 1))
+    zn = np.concatenate([far, z[:5] + rng.normal(size=(5, DIM)), rng.normal(size=(5, DIM))])
+    yn = rng.uniform(size=len(zn))
+    zt = torch.from_numpy(z)
+    with torch.no_grad():
+        got = head(zt, torch.from_numpy(zn), torch.from_numpy(yn)).numpy()
+    params = None if variant is None else mask_params(head, zt)
+    want = nona_ref(z, zn, yn, kind, None if variant is None else variant[0], params, gamma=0.7)
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
+    # float32: finite, and within the float32 precision of the distance expansion with the
+    # neighbours' centre pulled ~200 units away (a NaN or a 0/0 would fail here).
+    with torch.no_grad():
+        got32 = head.float()(zt.float(), torch.from_numpy(zn).float(), torch.from_numpy(yn).float()).numpy()
+    np.testing.assert_allclose(got32, want, rtol=5e-3, atol=1e-4)
 
 
 def test_s1_threshold_is_clipped_below_best_non_self_neighbour():
