@@ -164,6 +164,15 @@ def _s2_shift(softstep, chunk: Tensor, scratch: Tensor, low_span: tuple[Tensor, 
     return shift
 
 
+def _log_mask_shift(softstep, chunk: Tensor):
+    """A function adding the SoftStep's log-mask in place to whole rows of ``chunk``'s similarities."""
+
+    def shift(sim: Tensor) -> None:
+        sim.add_(softstep.log_mask(sim, chunk))
+
+    return shift
+
+
 def _attend(queries: Tensor, prepared: PreparedNeighbours, tile: Tensor, gamma: float, shift) -> Tensor:
     """``softmax(sim(z, z_n) [+ shift]) @ y_n`` for ``queries = prepared.queries(z)``, a tile of neighbours at a time.
 
@@ -201,10 +210,10 @@ def predict_no_grad(head, z: Tensor, z_n: Tensor, y_n: Tensor) -> Tensor:
     s2 = softstep is not None and softstep.fn == "s2"
     if z.device.type == "cpu" and (softstep is None or s2):
         width = min(n, TILE_COLUMNS)
-        rows = min(TILE_ROWS, head.rows_per_chunk(width, itemsize), z.shape[0])
+        rows = max(1, min(TILE_ROWS, head.rows_per_chunk(width, itemsize), z.shape[0]))
     else:
         width = n
-        rows = min(head.rows_per_chunk(n, itemsize), max(1, CACHE_FRIENDLY_CHUNK // (n * itemsize)), z.shape[0])
+        rows = max(1, min(head.rows_per_chunk(n, itemsize), CACHE_FRIENDLY_CHUNK // (n * itemsize), z.shape[0]))
     buffer = torch.empty(rows, width, dtype=z.dtype, device=z.device)
     scratch = torch.empty((2, *buffer.shape), dtype=z.dtype, device=z.device) if s2 else None
     gamma = float(head.gamma) if head.similarity == "rbf" else 1.0
@@ -218,6 +227,6 @@ def predict_no_grad(head, z: Tensor, z_n: Tensor, y_n: Tensor) -> Tensor:
             low_span = row_range(queries, prepared, tile, gamma) if width < n else None
             shift = _s2_shift(softstep, chunk, scratch[:, : chunk.shape[0]], low_span)
         elif softstep is not None:
-            shift = lambda scores, chunk=chunk: scores.add_(softstep.log_mask(scores, chunk))  # noqa: E731
+            shift = _log_mask_shift(softstep, chunk)
         out[start : start + chunk.shape[0]] = _attend(queries, prepared, tile, gamma, shift)
     return out
