@@ -21,6 +21,8 @@ autograd path.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor
 
@@ -73,8 +75,7 @@ class PreparedNeighbours:
         """The neighbours ``start:stop`` (views, no copy)."""
         if start == 0 and stop == len(self):
             return self
-        part = object.__new__(PreparedNeighbours)
-        part.kind, part.centre = self.kind, self.centre
+        part = copy.copy(self)
         part.points, part.labels = self.points[start:stop], self.labels[start:stop]
         return part
 
@@ -189,15 +190,14 @@ def _attend(queries: Tensor, prepared: PreparedNeighbours, tile: Tensor, gamma: 
         if shift is not None:
             shift(scores)
         tile_top = scores.amax(dim=1, keepdim=True)
-        if top is None:
-            weights = scores.sub_(tile_top).exp_()
-            top, numerator, denominator = tile_top, weights @ part.labels, weights.sum(dim=1)
-            continue
-        new_top = torch.maximum(top, tile_top)
+        new_top = tile_top if top is None else torch.maximum(top, tile_top)
         weights = scores.sub_(new_top).exp_()
-        rescale = torch.sub(top, new_top).exp_().squeeze(1)
-        numerator.mul_(rescale).addmv_(weights, part.labels)
-        denominator.mul_(rescale).add_(weights.sum(dim=1))
+        if top is None:
+            numerator, denominator = weights @ part.labels, weights.sum(dim=1)
+        else:
+            rescale = torch.sub(top, new_top).exp_().squeeze(1)
+            numerator.mul_(rescale).addmv_(weights, part.labels)
+            denominator.mul_(rescale).add_(weights.sum(dim=1))
         top = new_top
     return numerator.div_(denominator)
 
