@@ -18,7 +18,7 @@ from nona.similarity import (
     put_own,
     similarity,
 )
-from nona.softstep import SoftStep, s2_shift_backward, s2_shift_forward
+from nona.softstep import SoftStep, s2_join_grads, s2_shift_backward, s2_shift_forward, s2_split
 
 # Number of (rows x N) temporaries alive at once in one chunk of the forward
 # pass (similarity, mask, weights and their autograd buffers); sets chunk size.
@@ -149,20 +149,22 @@ class _SelfAttend(torch.autograd.Function):
 
     The batch ``z`` is its own neighbour set (``exclude_self``) and is one
     chunk. The same arithmetic as :class:`~nona.similarity._Distances`, then
-    :class:`~nona.softstep._S2Shift` (when ``b`` and ``t`` are given), then
+    :class:`~nona.softstep._S2Shift` (when S2's parameters are given), then
     :class:`_Attend`, so the same values, with fewer kernels and autograd nodes
     in between: the similarity matrix is this node's own, so its own entries
     are written ``-inf`` once instead of saved and restored.
     """
 
     @staticmethod
-    def forward(ctx, z: Tensor, y: Tensor, b: Tensor | None, t: Tensor | None) -> Tensor:
-        s2 = b is not None
+    def forward(ctx, z: Tensor, y: Tensor, p: Tensor | None) -> Tensor:
+        s2 = p is not None
         # Without SoftStep the diagonal can be -inf at once: nothing normalises over it.
         sim, distances = distances_forward(z, z, 0, True, own_value=0.0 if s2 else float("-inf"))
         shift = ()
         if s2:
+            b, t, t_raw = s2_split(p)
             sim, shift = s2_shift_forward(sim, b, t)
+            shift = (*shift, t_raw)
         out, attend = attend_forward(sim, y, 0 if s2 else None, owned=True)
         ctx.sizes = (len(distances), len(shift))
         ctx.save_for_backward(*distances, *shift, *attend)
@@ -173,12 +175,14 @@ class _SelfAttend(torch.autograd.Function):
         saved = ctx.saved_tensors
         n_distances, n_shift = ctx.sizes
         distances, shift = saved[:n_distances], saved[n_distances : n_distances + n_shift]
-        needs_z, needs_y, needs_b, needs_t = ctx.needs_input_grad
-        needs_sim = needs_z or needs_b or needs_t
+        needs_z, needs_y, needs_p = ctx.needs_input_grad
+        needs_sim = needs_z or needs_p
         grad_sim, grad_y = attend_backward(grad, saved[n_distances + n_shift :], (needs_sim, needs_y))
-        grad_b = grad_t = None
+        grad_p = None
         if shift:
-            grad_sim, grad_b, grad_t = s2_shift_backward(grad_sim, shift, (needs_z, needs_b, needs_t))
+            *shift, t_raw = shift
+            grad_sim, grad_b, grad_t = s2_shift_backward(grad_sim, shift, (needs_z, needs_p, needs_p))
+            grad_p = s2_join_grads(grad_b, grad_t, t_raw) if needs_p else None
         grad_z = distances_backward(grad_sim, distances, 0, True, (True, True))[0] if needs_z else None
         if grad_z is not None and shift and shift[1].shape[0] > 1:  # shift[1] is b: (rows, 1) when pointwise
             # Pointwise parameters come from z, so z gets a second gradient (through
@@ -188,7 +192,7 @@ class _SelfAttend(torch.autograd.Function):
             # the projector's reductions below would round differently. Row-major keeps
             # every bit of the separate nodes' training.
             grad_z = grad_z.contiguous()
-        return grad_z, grad_y, grad_b, grad_t
+        return grad_z, grad_y, grad_p
 
 
 class NONA(nn.Module):
@@ -353,9 +357,9 @@ class NONA(nn.Module):
         step = self.rows_per_chunk(z_n.shape[0], z.element_size())
         if FUSED_SELF_ATTEND and exclude_self and z_n is z and step >= z.shape[0] and self.similarity == "l2":
             if self.softstep is None:
-                return _SelfAttend.apply(z, y_n, None, None)
+                return _SelfAttend.apply(z, y_n, None)
             if self.softstep.fn == "s2":
-                return _SelfAttend.apply(z, y_n, *self.softstep.s2_parameters(z))
+                return _SelfAttend.apply(z, y_n, self.softstep.parameters_for(z))
         outputs = []
         for start in range(0, z.shape[0], step):
             # A single chunk is z itself: slicing would add a node to the backward pass.

@@ -60,10 +60,14 @@ def _rows_times_matrix(weights: Tensor, points: Tensor, transpose: bool) -> Tens
 
 def _both_roles(weights: Tensor, zc: Tensor) -> Tensor:
     # sum_j W_ij (z_i - z_j) + sum_j W_ji (z_i - z_j), for z_n = z: with S = W + W^T,
-    # S 1 * z - S z, one product. W^T is copied contiguous first: adding the strided
-    # transpose directly runs 2x slower from about 512 rows (cache misses), the copy
-    # about as fast as the second product it replaces (benchmarks/train_step.py).
-    both = weights.T.contiguous().add_(weights)
+    # S 1 * z - S z, one product. Below 512 rows the strided transpose is added directly
+    # (one kernel; 32 rows: 6.4 against 10.9 µs, 256: 39 against 100). From 512 rows it is
+    # copied contiguous first: at 512 and 1024 rows the strided read runs 1.2-2.5x slower
+    # than copy + add (cache conflicts of power-of-two strides). The same sums either way.
+    if weights.shape[0] < 512:
+        both = torch.add(weights, weights.T)
+    else:
+        both = weights.T.contiguous().add_(weights)
     return both.sum(dim=1, keepdim=True).mul(zc).sub_(both @ zc)
 
 

@@ -88,7 +88,11 @@ def write_directly(head: NONA, column: int, value: float):
         rows = slice(None, None, 2) if p.shape[0] > 1 else slice(None)
         forced = p.detach().clone()
         forced[rows, column] = value
-        return p + (forced - p).detach()
+        # forced + 0 in the forward pass, so the value is exact (p + (forced - p) would round a
+        # subnormal next to 0.5 to 0); the gradient still reaches p.
+        written = forced + (p - p.detach())
+        assert written[rows, column].eq(value).all(), "the written parameter value is not exact"
+        return written
 
     return mock.patch.object(softstep, "parameters_for", parameters_for)
 

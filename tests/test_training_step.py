@@ -105,6 +105,34 @@ def test_training_step_matches_plain_autograd_in_float64(kind, variant, dtype, r
         torch.testing.assert_close(got.double(), expected, rtol=0, atol=rtol * max(scale, 1e-12), msg=name)
 
 
+@pytest.mark.parametrize("params", ["global", "pointwise"])
+@pytest.mark.parametrize("kind", ["l2", "rbf"])
+def test_s2_t_beyond_its_clamp_gets_no_gradient(kind, params):
+    # The S2 nodes split the parameters into b and t and clamp t themselves: where
+    # sigmoid(raw t) lies below T_MARGIN (global: all rows; pointwise: about half of
+    # them, the logits spread across T_MARGIN's logit, -9.21), t's
+    # gradient must be exactly 0, as autograd's clamp gives it, and equal elsewhere. The low
+    # end (t -> 0): near 1, t / (1 - t) ~ 1e4 would amplify rounding beyond any fair tolerance.
+    head = make_head(kind, ("s2", params), torch.float64)
+    with torch.no_grad():
+        if params == "global":
+            head.softstep.raw[-1] = -10.0
+        else:
+            head.softstep.linear.bias[-1] = -9.21
+    torch.manual_seed(2)
+    z, y = torch.randn(40, DIM, dtype=torch.float64), torch.rand(40, dtype=torch.float64)
+    t = head.softstep.parameters_for(z)[:, -1]
+    clamped = t < T_MARGIN
+    assert clamped.all() if params == "global" else 5 < int(clamped.sum()) < 35
+    ours = gradients(head, z, y, plain=False)
+    want = gradients(head, z, y, plain=True)
+    names = ["output", "z", "y"] + [name for name, _ in head.named_parameters()]
+    for name, got, expected in zip(names, ours, want, strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-9 * max(expected.abs().max().item(), 1e-12), msg=name)
+    if params == "global":
+        assert ours[names.index("softstep.raw")][-1].item() == 0.0
+
+
 @pytest.mark.parametrize(
     "make", [lambda: NONA("l2"), lambda: NCA(), lambda: DifferentiableKNN()], ids=["NONA", "NCA", "DifferentiableKNN"]
 )
