@@ -52,7 +52,7 @@ def constant(value: float, like: Tensor) -> Tensor:
 def _where_safe(cond: Tensor, value: Tensor, fill: float) -> Tensor:
     # Replaces entries outside ``cond`` before a log so that the discarded
     # branch of a later torch.where cannot put NaN into the gradient.
-    return torch.where(cond, value, torch.full_like(value, fill))
+    return torch.where(cond, value, constant(fill, value))
 
 
 def log_s1(x: Tensor, a: Tensor, b: Tensor, t: Tensor) -> Tensor:
@@ -62,8 +62,8 @@ def log_s1(x: Tensor, a: Tensor, b: Tensor, t: Tensor) -> Tensor:
     below = _where_safe(inside, b - x, 1.0)
     # log S1 = -log(1 + ((b-x)/(x-a))^(1/t)) = -softplus((log(b-x) - log(x-a)) / t)
     transition = -nn.functional.softplus((below.log() - above.log()) / t)
-    rejected = torch.full_like(x, float("-inf"))
-    return torch.where(x <= a, rejected, torch.where(x >= b, torch.zeros_like(x), transition))
+    rejected = constant(float("-inf"), x)
+    return torch.where(x <= a, rejected, torch.where(x >= b, constant(0.0, x), transition))
 
 
 def _s2_floor(dtype: torch.dtype) -> float:
@@ -383,10 +383,10 @@ class SoftStep(nn.Module):
         if self.fn == "lu":
             # l < 1 keeps the best valid neighbour (x = 1) above the rejection bound.
             low = p[:, 0:1].clamp(max=1.0 - T_MARGIN)
-            return log_s1(x, low, low + p[:, 1:2] * (1.0 - low), t)
+            return log_s1(x, low, low + p[:, 1:2] * torch.sub(constant(1.0, low), low), t)
         top = x.amax(dim=1, keepdim=True) if self_index is None else _best_other(x, self_index)
-        a = torch.minimum(p[:, 0:1], top) - self.eps
-        b = a + p[:, 1:2] * (1.0 - a)
+        a = torch.minimum(p[:, 0:1], top) - constant(self.eps, top)
+        b = a + p[:, 1:2] * torch.sub(constant(1.0, a), a)
         return log_s1(x, a, b, t)
 
     def _checked(self, parameters: Tensor, rows: int) -> Tensor:
