@@ -18,7 +18,7 @@ from nona.similarity import (
     put_own,
     similarity,
 )
-from nona.softstep import SoftStep, s2_join_grads, s2_shift_backward, s2_shift_forward, s2_split
+from nona.softstep import SoftStep, s2_shift_backward, s2_shift_forward
 
 # Number of (rows x N) temporaries alive at once in one chunk of the forward
 # pass (similarity, mask, weights and their autograd buffers); sets chunk size.
@@ -162,9 +162,7 @@ class _SelfAttend(torch.autograd.Function):
         sim, distances = distances_forward(z, z, 0, True, own_value=0.0 if s2 else float("-inf"))
         shift = ()
         if s2:
-            b, t, t_raw = s2_split(p)
-            sim, shift = s2_shift_forward(sim, b, t)
-            shift = (*shift, t_raw)
+            sim, shift = s2_shift_forward(sim, p)
         out, attend = attend_forward(sim, y, 0 if s2 else None, owned=True)
         ctx.sizes = (len(distances), len(shift))
         ctx.save_for_backward(*distances, *shift, *attend)
@@ -180,9 +178,7 @@ class _SelfAttend(torch.autograd.Function):
         grad_sim, grad_y = attend_backward(grad, saved[n_distances + n_shift :], (needs_sim, needs_y))
         grad_p = None
         if shift:
-            *shift, t_raw = shift
-            grad_sim, grad_b, grad_t = s2_shift_backward(grad_sim, shift, (needs_z, needs_p, needs_p))
-            grad_p = s2_join_grads(grad_b, grad_t, t_raw) if needs_p else None
+            grad_sim, grad_p = s2_shift_backward(grad_sim, shift, (needs_z, needs_p))
         grad_z = distances_backward(grad_sim, distances, 0, True, (True, True))[0] if needs_z else None
         if grad_z is not None and shift and shift[1].shape[0] > 1:  # shift[1] is b: (rows, 1) when pointwise
             # Pointwise parameters come from z, so z gets a second gradient (through

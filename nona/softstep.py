@@ -88,6 +88,12 @@ def _log_s2_terms(xs: Tensor, b: Tensor, t: Tensor, floor: float) -> tuple[Tenso
     return xs, b_floored, rest, k, log_ratio, value
 
 
+def _s2_x_grad(grad: Tensor, xs: Tensor, b_floored: Tensor, k: Tensor, log_ratio: Tensor) -> Tensor:
+    """Gradient of log S2 to x: ``k (b/x - 1 - log(x/b))``, 0 where x >= b (clamped to b) or at the floor."""
+    grad_x = torch.div(b_floored, xs).sub_(log_ratio).sub_(constant(1.0, xs)).mul_(grad).mul_(k)
+    return grad_x.mul_(xs > constant(_s2_floor(xs.dtype), xs))
+
+
 def _s2_parameter_grads(
     needs, grad, xs, b, b_floored, rest, k, log_ratio, value
 ) -> tuple[Tensor | None, Tensor | None]:
@@ -123,15 +129,9 @@ class _LogS2(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         xs, b, b_floored, rest, k, log_ratio, value = ctx.saved_tensors
-        floor = _s2_floor(xs.dtype)
         grad_x = None
         if ctx.needs_input_grad[0]:
-            # d/dx [k (b - x) log(x/b)] = k (b/x - 1 - log(x/b)): exactly 0 where x >= b
-            # (x was clamped to b); no gradient through the floor (x > floor is False there).
-            through_floor = xs > constant(floor, xs)
-            grad_x = torch.div(b_floored, xs).sub_(log_ratio).sub_(constant(1.0, xs))
-            grad_x = grad_x.mul_(grad).mul_(k).mul_(through_floor)
-            grad_x = grad_x.sum_to_size(xs.shape)
+            grad_x = _s2_x_grad(grad, xs, b_floored, k, log_ratio).sum_to_size(xs.shape)
         grad_b, grad_t = _s2_parameter_grads(ctx.needs_input_grad, grad, xs, b, b_floored, rest, k, log_ratio, value)
         return grad_x, grad_b, grad_t
 
@@ -182,7 +182,7 @@ def minmax_normalise(sim: Tensor, self_index: Tensor | None = None) -> Tensor:
     return x.masked_fill_(flat, 1.0) if bool(flat.any()) else x
 
 
-def s2_split(p: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _s2_split(p: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """S2's ``(b, t, t before its clamp)`` from the parameters ``p`` of :meth:`SoftStep.parameters_for`.
 
     The values :meth:`SoftStep.log_step` uses, without an autograd node for each slice and the clamp.
@@ -191,8 +191,8 @@ def s2_split(p: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return p[:, 0:1], t_raw.clamp(T_MARGIN, 1.0 - T_MARGIN), t_raw
 
 
-def s2_join_grads(grad_b: Tensor, grad_t: Tensor, t_raw: Tensor) -> Tensor:
-    """The gradient to ``p`` from those to ``b`` and ``t`` (:func:`s2_split` backwards).
+def _s2_join_grads(grad_b: Tensor, grad_t: Tensor, t_raw: Tensor) -> Tensor:
+    """The gradient to ``p`` from those to ``b`` and ``t`` (:func:`_s2_split` backwards).
 
     The values autograd forms through the slices and the clamp, which passes
     the gradient strictly inside its bounds only.
@@ -201,8 +201,12 @@ def s2_join_grads(grad_b: Tensor, grad_t: Tensor, t_raw: Tensor) -> Tensor:
     return torch.cat([grad_b, torch.where(inside, grad_t, constant(0.0, grad_t))], dim=1)
 
 
-def s2_shift_forward(sim: Tensor, b: Tensor, t: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """The forward pass of :class:`_S2Shift`: ``sim + log S2(minmax(sim))`` and what its backward pass needs."""
+def s2_shift_forward(sim: Tensor, p: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """The forward pass of :class:`_S2Shift`: ``sim + log S2(minmax(sim))`` and what its backward pass needs.
+
+    ``p``: the parameters of :meth:`SoftStep.parameters_for`, split into b and the clamped t here.
+    """
+    b, t, t_raw = _s2_split(p)
     floor = _s2_floor(sim.dtype)
     low, low_at = sim.min(dim=1, keepdim=True)
     high, high_at = sim.max(dim=1, keepdim=True)
@@ -218,26 +222,25 @@ def s2_shift_forward(sim: Tensor, b: Tensor, t: Tensor) -> tuple[Tensor, tuple[T
         x = torch.sub(sim, low).div_(span)
         inv_span = span.reciprocal()
     xs, b_floored, rest, k, log_ratio, value = _log_s2_terms(x.clamp_min_(floor), b, t, floor)
-    return value + sim, (xs, b, b_floored, rest, k, log_ratio, value, inv_span, low_at, high_at)
+    return value + sim, (xs, b, b_floored, rest, k, log_ratio, value, inv_span, low_at, high_at, t_raw)
 
 
-def s2_shift_backward(grad: Tensor, saved: tuple[Tensor, ...], needs: tuple) -> tuple[Tensor | None, ...]:
-    """Gradients ``(to sim, to b, to t)`` of :func:`s2_shift_forward`; ``needs`` as autograd's needs_input_grad."""
-    xs, b, b_floored, rest, k, log_ratio, value, inv_span, low_at, high_at = saved
-    floor = _s2_floor(xs.dtype)
-    grad_sim = None
+def s2_shift_backward(grad: Tensor, saved: tuple[Tensor, ...], needs: tuple) -> tuple[Tensor | None, Tensor | None]:
+    """Gradients ``(to sim, to p)`` of :func:`s2_shift_forward`; ``needs`` as autograd's needs_input_grad."""
+    xs, b, b_floored, rest, k, log_ratio, value, inv_span, low_at, high_at, t_raw = saved
+    grad_sim = grad_p = None
     if needs[0]:
-        # Gradient to x: k (b/x - 1 - log(x/b)), 0 where x >= b (clamped to b) or at the floor.
-        grad_x = torch.div(b_floored, xs).sub_(log_ratio).sub_(constant(1.0, xs)).mul_(grad).mul_(k)
-        grad_x.mul_(xs > constant(floor, xs))
+        grad_x = _s2_x_grad(grad, xs, b_floored, k, log_ratio)
         # x = (sim - low) / span: dx/dlow = (x - 1) / span, dx/dhigh = -x / span.
         dot = (grad_x * xs).sum(dim=1, keepdim=True)
         grad_low = (dot - grad_x.sum(dim=1, keepdim=True)) * inv_span
         grad_high = -dot * inv_span
         grad_sim = grad_x.mul_(inv_span).add_(grad)
         grad_sim.scatter_add_(1, low_at, grad_low).scatter_add_(1, high_at, grad_high)
-    grad_b, grad_t = _s2_parameter_grads(needs, grad, xs, b, b_floored, rest, k, log_ratio, value)
-    return grad_sim, grad_b, grad_t
+    if needs[1]:
+        grad_b, grad_t = _s2_parameter_grads((False, True, True), grad, xs, b, b_floored, rest, k, log_ratio, value)
+        grad_p = _s2_join_grads(grad_b, grad_t, t_raw)
+    return grad_sim, grad_p
 
 
 class _S2Shift(torch.autograd.Function):
@@ -248,22 +251,18 @@ class _S2Shift(torch.autograd.Function):
     amin/amax share it among ties, which only differs where ties occur), and
     no boolean ``(b, N)`` masks are formed, which are slow on CPU. It takes
     the parameters ``p`` of :meth:`SoftStep.parameters_for` and forms b and t
-    itself (:func:`s2_split`): three fewer autograd nodes a call.
+    itself (:func:`_s2_split`): three fewer autograd nodes a call.
     """
 
     @staticmethod
     def forward(ctx, sim: Tensor, p: Tensor) -> Tensor:
-        b, t, t_raw = s2_split(p)
-        out, saved = s2_shift_forward(sim, b, t)
-        ctx.save_for_backward(*saved, t_raw)
+        out, saved = s2_shift_forward(sim, p)
+        ctx.save_for_backward(*saved)
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        *saved, t_raw = ctx.saved_tensors
-        needs_sim, needs_p = ctx.needs_input_grad
-        grad_sim, grad_b, grad_t = s2_shift_backward(grad, saved, (needs_sim, needs_p, needs_p))
-        return grad_sim, s2_join_grads(grad_b, grad_t, t_raw) if needs_p else None
+        return s2_shift_backward(grad, ctx.saved_tensors, ctx.needs_input_grad)
 
 
 def _best_other(x: Tensor, self_index: Tensor) -> Tensor:

@@ -108,11 +108,11 @@ def test_training_step_matches_plain_autograd_in_float64(kind, variant, dtype, r
 @pytest.mark.parametrize("params", ["global", "pointwise"])
 @pytest.mark.parametrize("kind", ["l2", "rbf"])
 def test_s2_t_beyond_its_clamp_gets_no_gradient(kind, params):
-    # The S2 nodes split the parameters into b and t and clamp t themselves: where
-    # sigmoid(raw t) lies below T_MARGIN (global: all rows; pointwise: about half of
-    # them, the logits spread across T_MARGIN's logit, -9.21), t's
-    # gradient must be exactly 0, as autograd's clamp gives it, and equal elsewhere. The low
-    # end (t -> 0): near 1, t / (1 - t) ~ 1e4 would amplify rounding beyond any fair tolerance.
+    # The S2 nodes split the parameters into b and t and clamp t themselves. Where
+    # sigmoid(raw t) lies below T_MARGIN (global: all rows; pointwise: about half of them,
+    # the logits spread across T_MARGIN's logit, -9.21), t's gradient must be exactly 0,
+    # as autograd's clamp gives it, and equal to autograd's elsewhere. The low end (t -> 0)
+    # because near 1, t / (1 - t) ~ 1e4 would amplify rounding beyond any fair tolerance.
     head = make_head(kind, ("s2", params), torch.float64)
     with torch.no_grad():
         if params == "global":
